@@ -1,0 +1,38 @@
+# xtbpf build. A fresh machine has only Go and gcc: `deps` installs the rest.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin
+APT_PKGS := iptables clang llvm libbpf-dev bpftool netsniff-ng iproute2 iperf3
+NEED_CMDS := iptables-legacy clang llvm-strip bpftool trafgen ip
+
+.PHONY: all deps build generate test fuzz demo bench clean
+
+all: build
+
+deps:
+	@missing=0; for c in $(NEED_CMDS); do command -v $$c >/dev/null || missing=1; done; \
+	[ -f /usr/include/bpf/bpf_helpers.h ] || missing=1; \
+	if [ $$missing = 1 ]; then \
+		echo "installing $(APT_PKGS)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PKGS) >/dev/null; \
+	fi
+	@mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+
+build: $(BIN)/xtbpfd $(BIN)/xtbpf $(BIN)/libxtbpf.so
+
+$(BIN)/xtbpfd: FORCE
+	$(GO) build -o $@ ./cmd/xtbpfd
+
+$(BIN)/xtbpf: FORCE
+	$(GO) build -o $@ ./cmd/xtbpf
+
+$(BIN)/libxtbpf.so: kmod/shim.c kmod/wire.h
+	@mkdir -p $(BIN)
+	gcc -shared -fPIC -O2 -Wall -Wextra -Werror -o $@ kmod/shim.c -ldl
+
+# Regenerates the bpf2go loaders; their .go and .o are committed so that
+# `go build` needs no clang.
+generate:
+	cd bpf && $(GO) generate ./...
+
+FORCE:
