@@ -5,7 +5,7 @@ BIN := bin
 APT_PKGS := iptables clang llvm libbpf-dev bpftool netsniff-ng iproute2 iperf3
 NEED_CMDS := iptables-legacy clang llvm-strip bpftool trafgen ip
 
-.PHONY: all deps build generate test fuzz demo bench clean
+.PHONY: all deps build generate test fuzz demo clean FORCE
 
 all: build
 
@@ -36,3 +36,27 @@ generate:
 	cd bpf && $(GO) generate ./...
 
 FORCE:
+
+# Root-needing tests skip without root elsewhere; here they must run.
+TEST_ENV := XTBPF_REQUIRE_ROOT=1
+FUZZTIME ?= 5s
+
+test: deps build
+	$(GO) vet ./...
+	$(TEST_ENV) $(GO) test -count=1 -timeout 28m -p 2 ./...
+	$(MAKE) --no-print-directory fuzz FUZZTIME=$(FUZZTIME)
+
+# Every fuzz target, briefly (make fuzz FUZZTIME=10m for a long run).
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+		for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+			echo "fuzz $$pkg $$f"; \
+			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg >/dev/null || exit 1; \
+		done; \
+	done
+
+demo: deps build
+	scripts/demo.sh
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,46 @@
+// Command xtbpfd is the xtbpf daemon: it serves the iptables-legacy socket
+// options that the xtbpf shim forwards, running filter tables as eBPF.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"xtbpf/umh"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "xtbpfd:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	cfg := umh.Config{}
+	var mode, level string
+	flag.StringVar(&cfg.Socket, "socket", "/run/xtbpf/xtbpf.sock", "unix socket the shim connects to")
+	flag.StringVar(&cfg.StateDir, "state-dir", "/var/lib/xtbpf", "directory keeping the tables across restarts")
+	flag.StringVar(&cfg.BPFFS, "bpffs", "/sys/fs/bpf/xtbpf", "bpffs directory where programs, maps and links are pinned")
+	flag.StringVar(&mode, "mode", string(umh.Fallback), "what to do with a filter table BPF cannot run: fallback (hand it to the kernel) or strict (refuse it)")
+	flag.StringVar(&level, "log-level", "info", "debug, info, warn or error")
+	flag.Parse()
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	cfg.Mode = umh.Mode(mode)
+	cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv}))
+	d, err := umh.New(cfg)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	return d.Serve(ctx, func() { cfg.Log.Info("serving", "socket", cfg.Socket, "mode", cfg.Mode) })
+}

@@ -1,0 +1,270 @@
+package umh
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"xtbpf/translate"
+	"xtbpf/xtables"
+)
+
+// request is one intercepted sockopt, decoupled from the wire format.
+type request struct {
+	set     bool
+	level   int
+	optname int
+	optlen  uint32
+	payload []byte
+	sock    kernelSock
+}
+
+// reply is the answer: pass (the shim makes the real call), or a result.
+type reply struct {
+	pass     bool
+	ret      int32
+	err      error
+	optlen   uint32
+	payload  []byte
+	counters bool
+}
+
+var passReply = reply{pass: true}
+
+func errReply(err error) reply { return reply{err: err} }
+
+// The filter table is the one table xtbpf owns; every other name goes to
+// the kernel untouched.
+const ownedTable = "filter"
+
+func family(level int) (xtables.Family, bool) {
+	switch level {
+	case unix.SOL_IP:
+		return xtables.IPv4, true
+	case unix.SOL_IPV6:
+		return xtables.IPv6, true
+	}
+	return 0, false
+}
+
+func (d *Daemon) handle(req *request) reply {
+	fam, ok := family(req.level)
+	if !ok {
+		return passReply
+	}
+	if req.set {
+		switch req.optname {
+		case xtables.SoSetReplace:
+			return d.setReplace(req, fam)
+		case xtables.SoSetAddCounters:
+			return d.setAddCounters(req, fam)
+		}
+		return passReply
+	}
+	switch req.optname {
+	case xtables.SoGetInfo:
+		return d.getInfo(req, fam)
+	case xtables.SoGetEntries:
+		return d.getEntries(req, fam)
+	case xtables.SoGetRevMatch, xtables.SoGetRevTarget:
+		return d.getRevision(req, fam)
+	}
+	return passReply
+}
+
+// tableName reads the NUL-terminated name every IPT_SO_* structure starts
+// with; a buffer too short to hold one is the kernel's to refuse.
+func tableName(b []byte) (string, bool) {
+	if len(b) < 32 {
+		return "", false
+	}
+	name, _, _ := bytes.Cut(b[:32], []byte{0})
+	return string(name), true
+}
+
+func (d *Daemon) getInfo(req *request, fam xtables.Family) reply {
+	name, err := xtables.DecodeGetInfo(req.payload, int(req.optlen))
+	if err != nil {
+		return errReply(err)
+	}
+	if name != ownedTable {
+		return passReply
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	f, err := d.filterOf(req.sock, fam)
+	if err != nil {
+		return d.internal("GET_INFO", err)
+	}
+	if f.kernel {
+		return passReply
+	}
+	return reply{payload: f.info().Encode(), optlen: req.optlen}
+}
+
+func (d *Daemon) getEntries(req *request, fam xtables.Family) reply {
+	name, size, err := xtables.DecodeGetEntries(fam, req.payload, int(req.optlen))
+	if err != nil {
+		return errReply(err)
+	}
+	if name != ownedTable {
+		return passReply
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	f, err := d.filterOf(req.sock, fam)
+	if err != nil {
+		return d.internal("GET_ENTRIES", err)
+	}
+	if f.kernel {
+		return passReply
+	}
+	if size != f.table.Size {
+		return errReply(unix.EAGAIN)
+	}
+	blob, err := f.entries()
+	if err != nil {
+		return d.internal("GET_ENTRIES", err)
+	}
+	// The kernel writes only the entries; the header stays as the
+	// caller's buffer had it.
+	const header = 40
+	out := make([]byte, 0, header+len(blob))
+	out = append(out, req.payload[:header]...)
+	return reply{payload: append(out, blob...), optlen: req.optlen}
+}
+
+func (d *Daemon) setAddCounters(req *request, fam xtables.Family) reply {
+	if name, ok := tableName(req.payload); !ok || name != ownedTable {
+		return passReply
+	}
+	a, err := xtables.DecodeAddCounters(fam, req.payload)
+	if err != nil {
+		return errReply(err)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	f, err := d.filterOf(req.sock, fam)
+	if err != nil {
+		return d.internal("ADD_COUNTERS", err)
+	}
+	if f.kernel {
+		return passReply
+	}
+	if err := f.addCounters(a); err != nil {
+		return errReply(err)
+	}
+	d.persist(req.sock, f)
+	return reply{}
+}
+
+func (d *Daemon) setReplace(req *request, fam xtables.Family) reply {
+	if name, ok := tableName(req.payload); !ok || name != ownedTable {
+		return passReply
+	}
+	start := time.Now()
+	r, err := xtables.DecodeReplace(fam, req.payload)
+	if err == nil {
+		err = xtables.Validate(r)
+	}
+	if err != nil {
+		d.klog.printf(klogWarn, "%s filter: replace refused: %v", famName(fam), err)
+		return errReply(err)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	f, err := d.filterOf(req.sock, fam)
+	if err != nil {
+		return d.internal("SET_REPLACE", err)
+	}
+	if r.ValidHooks != f.table.ValidHooks {
+		return errReply(fmt.Errorf("replace: valid_hooks %#x, table has %#x: %w", r.ValidHooks, f.table.ValidHooks, unix.EINVAL))
+	}
+	old, err := d.install(req.sock, f, r)
+	if err != nil {
+		d.klog.printf(klogWarn, "%s filter: replace failed: %v", famName(fam), err)
+		return errReply(err)
+	}
+	f.updated, f.latency = time.Now(), time.Since(start)
+	d.persist(req.sock, f)
+	return reply{payload: xtables.EncodeCounters(old), counters: true}
+}
+
+// install puts r in force in BPF when it translates, otherwise in the
+// kernel (fallback) or nowhere (strict).
+func (d *Daemon) install(ks kernelSock, f *filter, r *xtables.Replace) ([]xtables.Counters, error) {
+	plan, err := translate.Build(&r.Table)
+	if err == nil {
+		wasKernel := f.kernel
+		old, err := f.replaceBPF(r, plan, ks)
+		if err == nil && wasKernel {
+			d.klog.printf(klogInfo, "%s filter: table runs in BPF again", famName(f.fam))
+		}
+		return old, err
+	}
+	var un *translate.Unsupported
+	if !errors.As(err, &un) {
+		return nil, fmt.Errorf("translate: %w", dataplaneErrno(err))
+	}
+	if d.cfg.Mode == Strict {
+		return nil, fmt.Errorf("%v (strict mode): %w", un, errUntranslatable)
+	}
+	old, kerr := f.replaceKernel(r, un.Error(), ks)
+	if kerr == nil {
+		d.klog.printf(klogInfo, "%s filter: handed to the kernel's xtables: %v", famName(f.fam), un)
+	}
+	return old, kerr
+}
+
+func (d *Daemon) persist(ks kernelSock, f *filter) {
+	cookie, err := ks.cookie()
+	if err == nil {
+		err = d.save(cookie, f)
+	}
+	if err != nil {
+		d.klog.printf(klogWarn, "%s filter: state not saved, a restart would lose this change: %v", famName(f.fam), err)
+	}
+}
+
+// internal reports a failure of the daemon itself (not of the request).
+func (d *Daemon) internal(op string, err error) reply {
+	d.klog.printf(klogWarn, "%s: %v", op, err)
+	return errReply(dataplaneErrno(err))
+}
+
+// revisionKey names an extension whose revisions xtbpf answers for itself:
+// the ones it translates. Everything else is the kernel's to answer.
+type revisionKey struct {
+	fam    xtables.Family
+	target bool
+	name   string
+}
+
+var translatedRevisions = map[revisionKey]uint8{
+	{xtables.IPv4, false, "tcp"}:   0,
+	{xtables.IPv6, false, "tcp"}:   0,
+	{xtables.IPv4, false, "udp"}:   0,
+	{xtables.IPv6, false, "udp"}:   0,
+	{xtables.IPv4, false, "icmp"}:  0,
+	{xtables.IPv6, false, "icmp6"}: 0,
+}
+
+// getRevision answers as xt_find_revision does: the best revision when
+// the asked one exists, EPROTONOSUPPORT when only others do.
+func (d *Daemon) getRevision(req *request, fam xtables.Family) reply {
+	rev, err := xtables.DecodeRevision(req.payload, int(req.optlen))
+	if err != nil {
+		return errReply(err)
+	}
+	best, ok := translatedRevisions[revisionKey{fam, req.optname == xtables.SoGetRevTarget, rev.Name}]
+	if !ok {
+		return passReply
+	}
+	if rev.Revision > best {
+		return errReply(unix.EPROTONOSUPPORT)
+	}
+	return reply{ret: int32(best), optlen: req.optlen}
+}

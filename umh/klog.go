@@ -1,0 +1,57 @@
+package umh
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+)
+
+// Kernel log priorities (syslog levels) used in /dev/kmsg records.
+const (
+	klogWarn = 4
+	klogInfo = 6
+)
+
+// klog writes `xtbpf: …` lines to the kernel log, where iptables tells its
+// users to look ("Run `dmesg' for more information"), and mirrors them to
+// the daemon's own log.
+type klog struct {
+	mu  sync.Mutex
+	f   *os.File
+	log *slog.Logger
+}
+
+func openKlog(log *slog.Logger) *klog {
+	k := &klog{log: log}
+	f, err := os.OpenFile("/dev/kmsg", os.O_WRONLY, 0)
+	if err != nil {
+		log.Warn("kernel log unavailable, messages go to the daemon log only", "err", err)
+		return k
+	}
+	k.f = f
+	return k
+}
+
+func (k *klog) printf(prio int, format string, args ...any) {
+	msg := strings.ReplaceAll(fmt.Sprintf(format, args...), "\n", " ")
+	if prio <= klogWarn {
+		k.log.Warn(msg)
+	} else {
+		k.log.Info(msg)
+	}
+	if k.f == nil {
+		return
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	// One write is one record; the prefix sets its level.
+	fmt.Fprintf(k.f, "<%d>xtbpf: %s\n", prio, msg)
+}
+
+func (k *klog) close() {
+	if k.f != nil {
+		k.f.Close()
+	}
+}

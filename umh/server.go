@@ -1,0 +1,155 @@
+package umh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"xtbpf/umh/wire"
+)
+
+// Serve listens on the configured socket until ctx is done. The socket is
+// created 0600 so only root reaches it at all; each request is then held
+// to the kernel's own rule, CAP_NET_ADMIN over the target namespace.
+func (d *Daemon) Serve(ctx context.Context, ready func()) error {
+	ln, err := d.listen()
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	go func() {
+		<-ctx.Done()
+		ln.Close()
+	}()
+	if ready != nil {
+		ready()
+	}
+	for {
+		conn, err := ln.AcceptUnix()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			d.log.Warn("accept", "err", err)
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d.serveConn(conn)
+		}()
+	}
+}
+
+func (d *Daemon) listen() (*net.UnixListener, error) {
+	if err := os.MkdirAll(filepath.Dir(d.cfg.Socket), 0o755); err != nil {
+		return nil, fmt.Errorf("socket dir: %w", err)
+	}
+	if err := os.Remove(d.cfg.Socket); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("remove stale socket: %w", err)
+	}
+	// The umask closes the window between bind and chmod in which another
+	// user could connect.
+	old := unix.Umask(0o177)
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: d.cfg.Socket, Net: "unixpacket"})
+	unix.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", d.cfg.Socket, err)
+	}
+	if err := os.Chmod(d.cfg.Socket, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("chmod socket: %w", err)
+	}
+	ln.SetUnlinkOnClose(true)
+	return ln, nil
+}
+
+func (d *Daemon) serveConn(conn *net.UnixConn) {
+	defer conn.Close()
+	req, err := wire.ReadRequest(conn)
+	if err != nil {
+		d.log.Warn("bad request", "err", err)
+		return
+	}
+	if req.File != nil {
+		defer req.File.Close()
+	}
+	rep := d.answer(conn, req)
+	if err := wire.WriteReply(conn, rep); err != nil {
+		d.log.Warn("write reply", "err", err)
+	}
+}
+
+func (d *Daemon) answer(conn *net.UnixConn, req *wire.Request) *wire.Reply {
+	if req.File == nil {
+		return toWire(errReply(fmt.Errorf("request without the caller's socket: %w", unix.EINVAL)))
+	}
+	ks := kernelSock{f: req.File}
+	if err := d.authorize(conn, ks); err != nil {
+		return toWire(errReply(err))
+	}
+	if req.Op == wire.OpStatus {
+		return d.status(ks)
+	}
+	r := &request{
+		set:     req.Op == wire.OpSetsockopt,
+		level:   int(req.Level),
+		optname: int(req.Optname),
+		optlen:  req.Optlen,
+		payload: req.Payload,
+		sock:    ks,
+	}
+	return toWire(d.handle(r))
+}
+
+func (d *Daemon) authorize(conn *net.UnixConn, ks kernelSock) error {
+	p, err := readPeer(conn)
+	if err != nil {
+		d.log.Warn("unidentified peer", "err", err)
+		return unix.EPERM
+	}
+	defer p.close()
+	nsf, err := ks.netns()
+	if err != nil {
+		return fmt.Errorf("namespace of caller's socket: %w", unix.EINVAL)
+	}
+	defer nsf.Close()
+	if err := p.mayAdmin(nsf); err != nil {
+		d.klog.printf(klogWarn, "pid %d (euid %d) lacks CAP_NET_ADMIN over its network namespace: %v", p.pid, p.euid, err)
+		return unix.EPERM
+	}
+	return nil
+}
+
+func toWire(r reply) *wire.Reply {
+	if r.pass {
+		return &wire.Reply{Status: wire.StatusPass}
+	}
+	out := &wire.Reply{Status: wire.StatusResult, Ret: r.ret, Optlen: r.optlen, Payload: r.payload}
+	if r.err != nil {
+		out.Err = int32(errnoOf(r.err))
+		out.Payload = nil
+	}
+	if r.counters {
+		out.Flags |= wire.FlagCounters
+	}
+	return out
+}
+
+func errnoOf(err error) unix.Errno {
+	var e unix.Errno
+	if errors.As(err, &e) {
+		return e
+	}
+	return unix.EIO
+}

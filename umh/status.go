@@ -1,0 +1,104 @@
+package umh
+
+import (
+	"encoding/json"
+	"time"
+
+	"xtbpf/umh/wire"
+	"xtbpf/xtables"
+)
+
+// Status is what `xtbpf status` shows for the caller's network namespace.
+type Status struct {
+	Netns  uint64        `json:"netns"`
+	Mode   Mode          `json:"daemon_mode"`
+	Tables []TableStatus `json:"tables"`
+}
+
+// TableStatus describes one family's filter table.
+type TableStatus struct {
+	Family    string    `json:"family"`
+	Table     string    `json:"table"`
+	Mode      string    `json:"mode"` // "bpf" or "kernel"
+	Reason    string    `json:"reason,omitempty"`
+	Rules     int       `json:"rules"`
+	Chains    int       `json:"chains"`
+	Entries   int       `json:"entries"`
+	Updated   time.Time `json:"updated,omitzero"`
+	LatencyUS int64     `json:"update_latency_us"`
+}
+
+func (d *Daemon) status(ks kernelSock) *wire.Reply {
+	cookie, err := ks.cookie()
+	if err != nil {
+		return toWire(errReply(err))
+	}
+	d.mu.Lock()
+	st := Status{Netns: cookie, Mode: d.cfg.Mode, Tables: []TableStatus{}}
+	if n := d.ns[cookie]; n != nil {
+		for _, fam := range []xtables.Family{xtables.IPv4, xtables.IPv6} {
+			if f := n.filters[fam]; f != nil {
+				st.Tables = append(st.Tables, f.status())
+			}
+		}
+	}
+	d.mu.Unlock()
+	b, err := json.Marshal(st)
+	if err != nil {
+		return toWire(errReply(err))
+	}
+	return &wire.Reply{Status: wire.StatusResult, Payload: b, Optlen: uint32(len(b))}
+}
+
+func (f *filter) status() TableStatus {
+	rules, chains := countRules(f.table)
+	mode := "bpf"
+	if f.kernel {
+		mode = "kernel"
+	}
+	return TableStatus{Family: famName(f.fam), Table: ownedTable, Mode: mode, Reason: f.reason,
+		Rules: rules, Chains: chains, Entries: len(f.table.Entries), Updated: f.updated, LatencyUS: f.latency.Microseconds()}
+}
+
+// countRules counts what `iptables -S` would list: entries other than chain
+// heads (ERROR), built-in policies (underflows) and the RETURN that closes
+// every user chain; chains counts built-in and user chains.
+func countRules(t *xtables.Table) (rules, chains int) {
+	policy := map[uint32]bool{}
+	for h := 0; h < xtables.NumHooks; h++ {
+		if t.ValidHooks&(1<<h) != 0 {
+			policy[t.Underflow[h]] = true
+			chains++
+		}
+	}
+	for i, e := range t.Entries {
+		switch {
+		case e.Target.Name == xtables.ErrorTarget:
+			if i != len(t.Entries)-1 {
+				chains++
+			}
+		case policy[e.Offset]:
+		case i+1 < len(t.Entries) && t.Entries[i+1].Target.Name == xtables.ErrorTarget && inUserChain(t, i):
+		default:
+			rules++
+		}
+	}
+	return rules, chains
+}
+
+// inUserChain reports whether entry i belongs to a user chain: the nearest
+// chain head before it is an ERROR entry rather than a hook entry point.
+func inUserChain(t *xtables.Table, i int) bool {
+	for j := i; j >= 0; j-- {
+		e := t.Entries[j]
+		if e.Target.Name == xtables.ErrorTarget {
+			return true
+		}
+		for h := 0; h < xtables.NumHooks; h++ {
+			if t.ValidHooks&(1<<h) != 0 && t.HookEntry[h] == e.Offset {
+				return false
+			}
+		}
+	}
+	return false
+}
