@@ -83,6 +83,10 @@ type IPHeader struct {
 	TOS                       uint8
 	Flags                     uint8
 	InvFlags                  uint8
+	// Pad is ip6t_ip6's tail padding (IPv6 only). The kernel returns it as
+	// given and counts it in its test for an unconditional rule, so it is
+	// kept.
+	Pad [3]byte
 }
 
 // Counters is struct xt_counters.

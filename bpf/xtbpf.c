@@ -1,0 +1,581 @@
+// SPDX-License-Identifier: GPL-2.0
+/* The filter table as a BPF netfilter program: an interpreter that walks
+ * the rule array of the active generation exactly as ipt_do_table and
+ * ip6t_do_table walk their entries. */
+#include <linux/types.h>
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "kernel.h"
+#include "xtbpf.h"
+
+#define NF_DROP 0
+#define NF_ACCEPT 1
+#define NFPROTO_IPV4 2
+#define NUM_HOOKS 5
+#define MAX_STEPS (1 << 23) /* bpf_loop's ceiling; a loop-free table ends far sooner */
+
+#define IPPROTO_TCP 6
+#define NEXTHDR_HOP 0
+#define NEXTHDR_ROUTING 43
+#define NEXTHDR_FRAGMENT 44
+#define NEXTHDR_AUTH 51
+#define NEXTHDR_NONE 59
+#define NEXTHDR_DEST 60
+
+char _license[] SEC("license") = "GPL";
+
+/* Puts the record types into BTF, which bpf2go turns into Go types. */
+const struct xt_rule *unused_rule __attribute__((unused));
+
+/* Which generation packets use; flipped by one write on install. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} active SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct xt_meta);
+} meta SEC(".maps");
+
+/* Inner maps are sized per plan; BPF_F_INNER_MAP lets sizes differ. Their
+ * sizes are given as numbers: clang emits the value structs of an inner
+ * map template only as forward declarations. */
+struct rule_array {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_INNER_MAP);
+	__uint(max_entries, 1);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(struct xt_rule));
+};
+
+struct counter_array {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(map_flags, BPF_F_INNER_MAP);
+	__uint(max_entries, 1);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(struct xt_counter));
+};
+
+/* STACK_SLOTS jump stacks of meta.depth frames each, per CPU. */
+struct stack_array {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(map_flags, BPF_F_INNER_MAP);
+	__uint(max_entries, 1);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(__u32));
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__array(values, struct rule_array);
+} rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__array(values, struct counter_array);
+} counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__array(values, struct stack_array);
+} stacks SEC(".maps");
+
+/* Per-CPU bitmask of jump stack slots in use. Runs nest on one CPU (a
+ * softirq interrupting LOCAL_OUT in process context, or preemption), so
+ * each run claims its own slot. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} busy SEC(".maps");
+
+/* The packet, parsed once. */
+struct pkt {
+	__u32 src[4];
+	__u32 dst[4];
+	__u64 in[2];
+	__u64 out[2];
+	__u64 opts[4];	/* TCP option kinds the kernel's option walk visits */
+	__u32 len;	/* skb->len, what byte counters add */
+	__s32 proto;	/* IPv4 protocol, or ipv6_find_hdr's result */
+	__u32 thoff;
+	__u16 fragoff;	/* IPv4: offset in 8-byte units; IPv6: in bytes */
+	__u8 v6;
+	__u8 l4len;	/* bytes of transport header present: 0, 8 or 20 */
+	__u16 sport;
+	__u16 dport;
+	__u8 tcpflags;
+	__u8 doff;
+	__u8 icmp_type;
+	__u8 icmp_code;
+	__u8 opts_bad;	/* the options could not be read */
+};
+
+struct walk {
+	struct bpf_dynptr ptr;
+	struct pkt p;
+	void *rules;
+	void *counters;
+	void *stack;
+	__u32 *busy;
+	__u32 pc;
+	__u32 under;
+	__u32 sp;
+	__u32 depth;
+	__s32 slot;
+	__u32 verdict;
+	__u32 start;	/* scratch for the header walks */
+	__u8 nexthdr;
+	__u8 done;
+	__u8 optbuf[64];
+	__u32 optlen;
+};
+
+static __always_inline int ext_hdr(__u8 nh)
+{
+	return nh == NEXTHDR_HOP || nh == NEXTHDR_ROUTING || nh == NEXTHDR_FRAGMENT ||
+	       nh == NEXTHDR_AUTH || nh == NEXTHDR_NONE || nh == NEXTHDR_DEST;
+}
+
+/* One step of ipv6_find_hdr(skb, &off, -1, &fragoff, NULL) with off 0. */
+static long v6_hdr_step(__u64 i, struct walk *w)
+{
+	__u8 buf[2], fbuf[2];
+	__u8 *hp;
+	__u16 *fp;
+	__u16 frag;
+	__u8 nh = w->nexthdr;
+
+	if (!ext_hdr(nh) || nh == NEXTHDR_NONE) {
+		w->p.proto = nh;
+		w->p.thoff = w->start;
+		return 1;
+	}
+	hp = bpf_dynptr_slice(&w->ptr, w->start, buf, sizeof(buf));
+	if (!hp)
+		goto bad;
+	if (nh == NEXTHDR_FRAGMENT) {
+		fp = bpf_dynptr_slice(&w->ptr, w->start + 2, fbuf, sizeof(fbuf));
+		if (!fp)
+			goto bad;
+		frag = bpf_ntohs(*fp) & ~0x7;
+		if (frag) {
+			/* A later fragment: its upper layer is unknowable,
+			 * unless the next header is not an extension. */
+			if (!ext_hdr(hp[0]) || hp[0] == NEXTHDR_NONE) {
+				w->p.fragoff = frag;
+				w->p.proto = hp[0];
+				w->p.thoff = w->start;
+				return 1;
+			}
+			goto bad;
+		}
+		w->start += 8;
+	} else if (nh == NEXTHDR_AUTH) {
+		w->start += ((__u32)hp[1] + 2) << 2;
+	} else {
+		w->start += ((__u32)hp[1] + 1) << 3;
+	}
+	w->nexthdr = hp[0];
+	return 0;
+bad:
+	w->p.proto = -1;
+	return 1;
+}
+
+static long tcp_opt_step(__u64 i, struct walk *w)
+{
+	__u32 at = w->start;
+	__u8 kind, len;
+
+	if (at >= w->optlen || at >= 40)
+		return 1;
+	kind = w->optbuf[at & 63];
+	w->p.opts[kind >> 6] |= 1ULL << (kind & 63);
+	if (kind < 2) {
+		w->start = at + 1;
+		return 0;
+	}
+	/* The kernel reads the length byte even past the options; any
+	 * value then ends the walk, so the zeroed buffer stands in. */
+	len = w->optbuf[(at + 1) & 63];
+	w->start = at + (len ? len : 1);
+	return 0;
+}
+
+static __always_inline void parse_tcp_options(struct walk *w)
+{
+	__u32 optlen;
+
+	if (w->p.doff < 5)
+		return;
+	optlen = (__u32)w->p.doff * 4 - 20;
+	if (optlen > 40)
+		return;
+	w->optlen = optlen;
+	if (bpf_dynptr_read(w->optbuf, optlen, &w->ptr, w->p.thoff + 20, 0)) {
+		w->p.opts_bad = 1;
+		return;
+	}
+	w->start = 0;
+	bpf_loop(40, tcp_opt_step, w, 0);
+}
+
+static __always_inline void parse_l4(struct walk *w, int tcpopt)
+{
+	__u8 buf[20];
+	__u8 *h;
+
+	h = bpf_dynptr_slice(&w->ptr, w->p.thoff, buf, 20);
+	if (h) {
+		w->p.l4len = 20;
+	} else {
+		h = bpf_dynptr_slice(&w->ptr, w->p.thoff, buf, 8);
+		if (!h)
+			return;
+		w->p.l4len = 8;
+	}
+	w->p.sport = ((__u16)h[0] << 8) | h[1];
+	w->p.dport = ((__u16)h[2] << 8) | h[3];
+	w->p.icmp_type = h[0];
+	w->p.icmp_code = h[1];
+	if (w->p.l4len == 20) {
+		w->p.doff = h[12] >> 4;
+		w->p.tcpflags = h[13];
+		if (tcpopt && w->p.proto == IPPROTO_TCP && w->p.fragoff == 0)
+			parse_tcp_options(w);
+	}
+}
+
+static __always_inline int parse_v4(struct walk *w)
+{
+	__u8 buf[20];
+	__u8 *ip = bpf_dynptr_slice(&w->ptr, 0, buf, 20);
+
+	if (!ip)
+		return -1;
+	__builtin_memcpy(&w->p.src[0], ip + 12, 4);
+	__builtin_memcpy(&w->p.dst[0], ip + 16, 4);
+	w->p.proto = ip[9];
+	w->p.fragoff = (((__u16)ip[6] << 8) | ip[7]) & 0x1fff;
+	w->p.thoff = (ip[0] & 0x0f) * 4;
+	return 0;
+}
+
+static __always_inline int parse_v6(struct walk *w)
+{
+	__u8 buf[40];
+	__u8 *ip = bpf_dynptr_slice(&w->ptr, 0, buf, 40);
+
+	if (!ip)
+		return -1;
+	__builtin_memcpy(w->p.src, ip + 8, 16);
+	__builtin_memcpy(w->p.dst, ip + 24, 16);
+	w->p.v6 = 1;
+	w->nexthdr = ip[6];
+	w->start = 40;
+	w->p.proto = -1;
+	/* Every extension header takes at least 8 bytes. */
+	bpf_loop(w->p.len / 8 + 1, v6_hdr_step, w, 0);
+	return 0;
+}
+
+static __always_inline int iface_differs(const __u64 *have, const __u64 *want, const __u64 *mask)
+{
+	return (((have[0] ^ want[0]) & mask[0]) | ((have[1] ^ want[1]) & mask[1])) != 0;
+}
+
+static __always_inline int addr_differs(const __u32 *have, const __u32 *want, const __u32 *mask)
+{
+	return ((have[0] & mask[0]) != want[0]) | ((have[1] & mask[1]) != want[1]) |
+	       ((have[2] & mask[2]) != want[2]) | ((have[3] & mask[3]) != want[3]);
+}
+
+static __always_inline int inv(const struct xt_rule *r, __u8 bit)
+{
+	return (r->inv & bit) != 0;
+}
+
+/* ip_packet_match / ip6_packet_match: 1 match, 0 no match, -1 hotdrop. */
+static __always_inline int ip_match(const struct xt_rule *r, const struct pkt *p)
+{
+	if (addr_differs(p->src, r->src, r->smsk) ^ inv(r, INV_SRC))
+		return 0;
+	if (addr_differs(p->dst, r->dst, r->dmsk) ^ inv(r, INV_DST))
+		return 0;
+	if (iface_differs(p->in, r->in, r->inmsk) ^ inv(r, INV_IN))
+		return 0;
+	if (iface_differs(p->out, r->out, r->outmsk) ^ inv(r, INV_OUT))
+		return 0;
+	if (!p->v6) {
+		if ((r->flags & RULE_CHECK_PROTO) && ((p->proto != r->proto) ^ inv(r, INV_PROTO)))
+			return 0;
+		if (((r->flags & RULE_FRAG) && !p->fragoff) ^ inv(r, INV_FRAG))
+			return 0;
+		return 1;
+	}
+	if (!(r->flags & RULE_CHECK_PROTO))
+		return 1;
+	if (p->proto < 0)
+		return -1;
+	if (p->proto == r->proto)
+		return !inv(r, INV_PROTO);
+	return !(r->proto != 0 && !inv(r, INV_PROTO));
+}
+
+static __always_inline int ports(const __u16 *pts, __u16 port, int invert)
+{
+	return (port >= pts[0] && port <= pts[1]) ^ invert;
+}
+
+/* tcp_mt */
+static __always_inline int tcp_match(const struct xt_match *m, const struct pkt *p)
+{
+	int found;
+
+	if (p->fragoff) {
+		/* An offset-1 fragment could rewrite the flags. */
+		return p->fragoff == 1 ? -1 : 0;
+	}
+	if (p->l4len < 20)
+		return -1;
+	if (!ports(m->spts, p->sport, m->inv & 0x01) || !ports(m->dpts, p->dport, m->inv & 0x02))
+		return 0;
+	if (((p->tcpflags & m->flg_mask) == m->flg_cmp) ^ ((m->inv & 0x04) != 0))
+		return 0;
+	if (!m->option)
+		return 1;
+	if (p->doff < 5 || p->opts_bad)
+		return -1;
+	found = (p->opts[m->option >> 6] >> (m->option & 63)) & 1;
+	return found ^ ((m->inv & 0x08) != 0);
+}
+
+/* udp_mt */
+static __always_inline int udp_match(const struct xt_match *m, const struct pkt *p)
+{
+	if (p->fragoff)
+		return 0;
+	if (p->l4len < 8)
+		return -1;
+	return ports(m->spts, p->sport, m->inv & 0x01) && ports(m->dpts, p->dport, m->inv & 0x02);
+}
+
+/* icmp_match / icmp6_match */
+static __always_inline int icmp_match(const struct xt_match *m, const struct pkt *p)
+{
+	int hit;
+
+	if (p->fragoff)
+		return 0;
+	if (p->l4len < 8)
+		return -1;
+	hit = m->type == 0xff ||
+	      (p->icmp_type == m->type && p->icmp_code >= m->code_min && p->icmp_code <= m->code_max);
+	return hit ^ ((m->inv & 0x01) != 0);
+}
+
+static __always_inline int ext_match(const struct xt_match *m, const struct pkt *p)
+{
+	switch (m->kind) {
+	case MATCH_TCP:
+		return tcp_match(m, p);
+	case MATCH_UDP:
+		return udp_match(m, p);
+	case MATCH_ICMP:
+		return icmp_match(m, p);
+	}
+	return -1;
+}
+
+static __always_inline int rule_match(const struct xt_rule *r, const struct pkt *p)
+{
+	int ok = ip_match(r, p);
+
+	if (ok <= 0)
+		return ok;
+	for (int i = 0; i < MAX_MATCHES; i++) {
+		if (i >= r->nmatch)
+			break;
+		ok = ext_match(&r->m[i], p);
+		if (ok <= 0)
+			return ok;
+	}
+	return 1;
+}
+
+static __always_inline void count(struct walk *w, __u32 idx)
+{
+	struct xt_counter *c = bpf_map_lookup_elem(w->counters, &idx);
+
+	if (!c)
+		return;
+	/* Atomic: a nested run on this CPU may bump the same counter. */
+	__sync_fetch_and_add(&c->packets, 1);
+	__sync_fetch_and_add(&c->bytes, w->p.len);
+}
+
+static __always_inline int claim_slot(struct walk *w)
+{
+	__u32 old;
+
+	for (int s = 0; s < STACK_SLOTS; s++) {
+		old = *w->busy;
+		if (old & (1U << s))
+			continue;
+		if (__sync_val_compare_and_swap(w->busy, old, old | (1U << s)) == old) {
+			w->slot = s;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+static __always_inline __u32 *frame(struct walk *w, __u32 sp)
+{
+	__u32 key = (__u32)w->slot * w->depth + sp;
+
+	return bpf_map_lookup_elem(w->stack, &key);
+}
+
+static __always_inline int push(struct walk *w, __u32 ret)
+{
+	__u32 *f;
+
+	if (w->sp >= w->depth)
+		return -1;
+	if (w->slot < 0 && claim_slot(w))
+		return -1;
+	f = frame(w, w->sp);
+	if (!f)
+		return -1;
+	*f = ret;
+	w->sp++;
+	return 0;
+}
+
+static __always_inline __u32 pop(struct walk *w)
+{
+	__u32 *f;
+
+	if (w->sp == 0)
+		return w->under;
+	w->sp--;
+	f = frame(w, w->sp);
+	return f ? *f : w->under;
+}
+
+static __always_inline long finish(struct walk *w, __u32 verdict)
+{
+	w->verdict = verdict;
+	w->done = 1;
+	return 1;
+}
+
+/* One entry of ipt_do_table's loop. */
+static long step(__u64 i, struct walk *w)
+{
+	__u32 idx = w->pc;
+	const struct xt_rule *r = bpf_map_lookup_elem(w->rules, &idx);
+	int ok;
+
+	if (!r)
+		return finish(w, NF_DROP);
+	ok = rule_match(r, &w->p);
+	if (ok < 0)
+		return finish(w, NF_DROP);
+	if (!ok) {
+		w->pc = idx + 1;
+		return 0;
+	}
+	count(w, idx);
+	switch (r->verdict) {
+	case V_ACCEPT:
+		return finish(w, NF_ACCEPT);
+	case V_RETURN:
+		w->pc = pop(w);
+		return 0;
+	case V_JUMP:
+		if (push(w, idx + 1))
+			return finish(w, NF_DROP);
+		w->pc = r->target;
+		return 0;
+	case V_GOTO:
+		w->pc = r->target;
+		return 0;
+	}
+	return finish(w, NF_DROP);
+}
+
+static __always_inline void read_name(__u64 *dst, const struct net_device *dev)
+{
+	const __u64 *n;
+
+	if (!dev)
+		return;
+	n = (const __u64 *)dev->name;
+	dst[0] = n[0];
+	dst[1] = n[1];
+}
+
+static __always_inline int setup(struct walk *w, struct bpf_nf_ctx *ctx, __u32 g)
+{
+	w->rules = bpf_map_lookup_elem(&rules, &g);
+	w->counters = bpf_map_lookup_elem(&counters, &g);
+	w->stack = bpf_map_lookup_elem(&stacks, &g);
+	if (!w->rules || !w->counters || !w->stack)
+		return -1;
+	w->slot = -1;
+	w->verdict = NF_DROP;
+	w->p.len = ctx->skb->len;
+	read_name(w->p.in, ctx->state->in);
+	read_name(w->p.out, ctx->state->out);
+	return bpf_dynptr_from_skb((struct __sk_buff *)ctx->skb, 0, &w->ptr);
+}
+
+SEC("netfilter")
+int xtbpf_filter(struct bpf_nf_ctx *ctx)
+{
+	const struct nf_hook_state *state = ctx->state;
+	__u32 hook = state->hook, zero = 0, g;
+	struct xt_meta *m;
+	struct walk w = {};
+	__u32 *gen = bpf_map_lookup_elem(&active, &zero);
+
+	if (!gen)
+		return NF_DROP;
+	g = *gen & 1;
+	m = bpf_map_lookup_elem(&meta, &g);
+	if (!m || !(m->flags & META_INSTALLED) || (m->flags & META_PASSTHROUGH))
+		return NF_ACCEPT;
+	if (hook >= NUM_HOOKS || !(m->hooks & (1U << hook)))
+		return NF_ACCEPT;
+	w.busy = bpf_map_lookup_elem(&busy, &zero);
+	if (!w.busy || setup(&w, ctx, g))
+		return NF_DROP;
+	w.depth = m->depth;
+	if (state->pf == NFPROTO_IPV4 ? parse_v4(&w) : parse_v6(&w))
+		return NF_DROP;
+	if (w.p.proto >= 0)
+		parse_l4(&w, m->flags & META_TCPOPT);
+	w.pc = m->entry[hook];
+	w.under = m->underflow[hook];
+	bpf_loop(MAX_STEPS, step, &w, 0);
+	if (w.slot >= 0)
+		__sync_fetch_and_and(w.busy, ~(1U << w.slot));
+	return w.done ? w.verdict : NF_DROP;
+}

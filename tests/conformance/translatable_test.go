@@ -1,0 +1,47 @@
+package conformance
+
+import (
+	"slices"
+	"strings"
+)
+
+// The rule features issue 2 translates into BPF. An OK filter line that uses
+// nothing else must run in BPF, not fall back to the kernel.
+var (
+	bpfValueOpts = []string{"-s", "--source", "--src", "-d", "--destination", "--dst",
+		"-i", "--in-interface", "-o", "--out-interface", "-p", "--protocol",
+		"--sport", "--source-port", "--dport", "--destination-port", "--tcp-flags",
+		"--tcp-option", "--icmp-type", "--icmpv6-type"}
+	bpfFlagOpts = []string{"!", "-f", "--fragment", "--syn"}
+	bpfMatches  = []string{"tcp", "udp", "icmp", "icmp6"}
+	bpfTargets  = []string{"ACCEPT", "DROP", "RETURN"}
+)
+
+// translatable reports whether a .t rule uses only translated features.
+// Option values are skipped by shape: they do not start with "-" (a negative
+// number would, and then the rule simply counts as untranslatable).
+func translatable(rule string) bool {
+	words, err := splitWords(rule)
+	if err != nil {
+		return false
+	}
+	for i := 0; i < len(words); i++ {
+		w := words[i]
+		switch {
+		case w == "-m" || w == "--match":
+			i++
+			if i >= len(words) || !slices.Contains(bpfMatches, words[i]) {
+				return false
+			}
+		case w == "-j" || w == "--jump":
+			i++
+			if i >= len(words) || !slices.Contains(bpfTargets, words[i]) {
+				return false
+			}
+		case slices.Contains(bpfValueOpts, w), slices.Contains(bpfFlagOpts, w):
+		case strings.HasPrefix(w, "-"):
+			return false
+		}
+	}
+	return true
+}

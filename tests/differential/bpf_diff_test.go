@@ -1,0 +1,169 @@
+//go:build dataplane
+
+// Built with -tags dataplane until translate.Build and package bpf land;
+// then the tag goes and `make test` runs it.
+
+package differential
+
+import (
+	"fmt"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"xtbpf/bpf"
+	"xtbpf/tests/internal/nstest"
+	"xtbpf/translate"
+	"xtbpf/translate/eval"
+	"xtbpf/xtables"
+)
+
+const childEnv = "XTBPF_DIFF_CHILD"
+
+// TestBPFVsEval is the bulk check: for at least 200 random rulesets, at
+// least 10,000 packets each through BPF_PROG_TEST_RUN, every verdict and
+// every rule's final packet counter equal the evaluator's. It re-runs
+// itself inside a scratch namespace so that nothing it installs can reach
+// the host's own hooks.
+func TestBPFVsEval(t *testing.T) {
+	if os.Getenv(childEnv) == "1" {
+		bulk(t)
+		return
+	}
+	ns := nstest.New(t, "xdb")
+	cmd := exec.Command("ip", "netns", "exec", ns.Name, os.Args[0], "-test.run", "^TestBPFVsEval$", "-test.v")
+	cmd.Env = append(os.Environ(), childEnv+"=1", "XTBPF_DIFF_SEED="+fmt.Sprint(seed(t)))
+	out, err := cmd.CombinedOutput()
+	t.Logf("%s", out)
+	if err != nil {
+		t.Fatalf("bulk run in %s: %v", ns.Name, err)
+	}
+}
+
+// testRunDevs is what bpf_prog_test_run_nf gives the program: its
+// verify_and_copy_hook_state picks the devices by the hook of its default
+// state (NF_INET_LOCAL_OUT) before copying the caller's hook, so every
+// hook sees no input device and the namespace's loopback as output.
+func testRunDevs(hook int) (in, out string) { return "", "lo" }
+
+func bulk(t *testing.T) {
+	base := seed(t)
+	n, perSet := scale(t, 200), scale(t, 10000)
+	dir := bpffs(t)
+	for i := 0; i < n; i++ {
+		s := base + int64(i)
+		rs := GenRuleset(rand.New(rand.NewSource(s)), familyOf(s))
+		bulkOne(t, dir, s, rs, perSet)
+	}
+	t.Logf("seed %d: %d rulesets x %d packets: BPF verdicts and counters equal the evaluator's", base, n, perSet)
+}
+
+func bpffs(t *testing.T) string {
+	dir := filepath.Join(t.TempDir(), "bpffs")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("bpf", dir, "bpf", 0, ""); err != nil {
+		t.Fatalf("mount bpffs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+	return dir
+}
+
+func bulkOne(t *testing.T, dir string, s int64, rs *Ruleset, perSet int) {
+	t.Helper()
+	fail := func(format string, args ...any) {
+		t.Fatalf("seed %d: %s\nruleset:\n%s", s, fmt.Sprintf(format, args...), rs.Restore())
+	}
+	tbl := kernelTable(t, s, rs)
+	plan, err := translate.Build(tbl)
+	if err != nil {
+		fail("translate.Build: %v", err)
+	}
+	bt, err := bpf.Open(dir, rs.Family)
+	if err != nil {
+		fail("bpf.Open: %v", err)
+	}
+	defer bt.Remove()
+	if _, err := bt.Install(plan); err != nil {
+		fail("Install: %v", err)
+	}
+	want := make([]uint64, len(tbl.Entries))
+	rng := rand.New(rand.NewSource(s ^ 0xb01c))
+	for k := 0; k < perSet; k++ {
+		p := rs.GenPacket(rng)
+		hook := Hooks[rng.Intn(3)]
+		pkt := p.Bytes()
+		in, out := testRunDevs(hook)
+		res, err := eval.Run(tbl, hook, pkt, in, out)
+		if err != nil {
+			fail("eval: %v\npacket %x", err, pkt)
+		}
+		got, err := bt.TestRun(hook, frame(rs.Family, hook, pkt))
+		if err != nil {
+			fail("TestRun: %v\npacket %x", err, pkt)
+		}
+		if got != res.Verdict {
+			fail("packet #%d at hook %d: BPF verdict %d, evaluator %d (hits %v)\npacket %x", k, hook, got, res.Verdict, res.Hits, pkt)
+		}
+		for _, h := range res.Hits {
+			want[h]++
+		}
+	}
+	cs, err := bt.Counters()
+	if err != nil {
+		fail("Counters: %v", err)
+	}
+	for i := range want {
+		if i >= len(cs) || cs[i].Packets != want[i] {
+			fail("entry %d: BPF counter %d, evaluator %d", i, counterAt(cs, i), want[i])
+		}
+	}
+}
+
+func counterAt(cs []bpf.Counter, i int) uint64 {
+	if i < len(cs) {
+		return cs[i].Packets
+	}
+	return 0
+}
+
+// kernelTable loads rs into this (scratch) namespace's kernel and reads it
+// back, so the data plane compiles exactly what the kernel would run.
+func kernelTable(t *testing.T, s int64, rs *Ruleset) *xtables.Table {
+	t.Helper()
+	cmd := exec.Command(restoreCmd(rs.Family))
+	cmd.Stdin = strings.NewReader(rs.Restore())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("seed %d: %s: %v: %s\n%s", s, restoreCmd(rs.Family), err, out, rs.Restore())
+	}
+	fd, err := unix.Socket(int(rs.Family), unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	tbl, err := readTable(fd, rs.Family)
+	if err != nil {
+		t.Fatalf("seed %d: read back: %v", s, err)
+	}
+	return tbl
+}
+
+// frame is what test_run expects: an Ethernet header before the L3
+// packet, except at LOCAL_OUT.
+func frame(f xtables.Family, hook int, pkt []byte) []byte {
+	if hook == xtables.HookLocalOut {
+		return pkt
+	}
+	eth := make([]byte, 14, 14+len(pkt))
+	eth[12], eth[13] = 0x08, 0x00
+	if f == xtables.IPv6 {
+		eth[12], eth[13] = 0x86, 0xdd
+	}
+	return append(eth, pkt...)
+}

@@ -1,0 +1,198 @@
+// Package eval is the reference evaluator: a plain Go walk of an
+// xtables.Table that does exactly what the kernel's ipt_do_table and
+// ip6t_do_table do for one packet at one hook. Tests use it as the oracle
+// for the BPF data plane, so it follows the kernel, quirks included, and
+// refuses (with an error) anything it does not know rather than guess.
+package eval
+
+import (
+	"errors"
+	"fmt"
+
+	"xtbpf/xtables"
+)
+
+// Netfilter verdicts as returned by the hook.
+const (
+	NFDrop   uint32 = 0
+	NFAccept uint32 = 1
+)
+
+// Result is the outcome of one walk.
+type Result struct {
+	Verdict uint32 // NFDrop or NFAccept (or another NF_* a table names)
+	Hits    []int  // entry indexes whose counter was bumped, in order
+	Bytes   uint32 // what each bump adds to the byte counter (skb->len)
+}
+
+// maxSteps bounds a walk; a table that passed the kernel's loop check
+// never comes near it, so reaching it means the table is malformed.
+const maxSteps = 1 << 20
+
+// Run walks t from the entry point of hook for the L3 packet pkt (IPv4 or
+// IPv6 header first, len(pkt) playing skb->len) arriving on device in and
+// leaving by out ("" for none).
+func Run(t *xtables.Table, hook int, pkt []byte, in, out string) (Result, error) {
+	w, err := newWalk(t, hook, pkt, in, out)
+	if err != nil {
+		return Result{}, err
+	}
+	return w.run()
+}
+
+type walk struct {
+	t        *xtables.Table
+	hook     int
+	pkt      packet
+	in, out  [16]byte
+	index    map[uint32]int // entry offset -> entry index
+	stack    []int          // jump stack of entry indexes
+	maxDeep  int            // private->stacksize
+	fragoff6 int            // IPv6 acpar.fragoff, see ip6Match
+}
+
+func newWalk(t *xtables.Table, hook int, pkt []byte, in, out string) (*walk, error) {
+	if hook < 0 || hook >= xtables.NumHooks || t.ValidHooks&(1<<hook) == 0 {
+		return nil, fmt.Errorf("eval: hook %d not valid for table %q", hook, t.Name)
+	}
+	p, err := parse(t.Family, pkt)
+	if err != nil {
+		return nil, err
+	}
+	w := &walk{t: t, hook: hook, pkt: p, index: make(map[uint32]int, len(t.Entries))}
+	if w.in, err = devName(in); err != nil {
+		return nil, err
+	}
+	if w.out, err = devName(out); err != nil {
+		return nil, err
+	}
+	for i := range t.Entries {
+		w.index[t.Entries[i].Offset] = i
+		// translate_table sizes the jump stack by the number of ERROR entries.
+		if t.Entries[i].Target.Name == xtables.ErrorTarget {
+			w.maxDeep++
+		}
+	}
+	return w, nil
+}
+
+func devName(s string) ([16]byte, error) {
+	var b [16]byte
+	if len(s) >= len(b) {
+		return b, fmt.Errorf("eval: device name %q too long", s)
+	}
+	copy(b[:], s)
+	return b, nil
+}
+
+func (w *walk) entryAt(off uint32) (int, error) {
+	i, ok := w.index[off]
+	if !ok {
+		return 0, fmt.Errorf("eval: no entry at offset %d", off)
+	}
+	return i, nil
+}
+
+// run is the do { } while (!hotdrop) loop of ipt_do_table.
+func (w *walk) run() (Result, error) {
+	res := Result{Bytes: uint32(len(w.pkt.data))}
+	i, err := w.entryAt(w.t.HookEntry[w.hook])
+	if err != nil {
+		return res, err
+	}
+	for steps := 0; ; steps++ {
+		if steps == maxSteps || i >= len(w.t.Entries) {
+			return res, errors.New("eval: walk ran off the table")
+		}
+		e := &w.t.Entries[i]
+		ok, hotdrop, err := w.matches(e)
+		if err != nil {
+			return res, fmt.Errorf("eval: entry %d: %w", i, err)
+		}
+		if hotdrop {
+			res.Verdict = NFDrop
+			return res, nil
+		}
+		if !ok {
+			i++
+			continue
+		}
+		res.Hits = append(res.Hits, i)
+		next, verdict, done, err := w.target(i, e)
+		if err != nil {
+			return res, fmt.Errorf("eval: entry %d: %w", i, err)
+		}
+		if done {
+			res.Verdict = verdict
+			return res, nil
+		}
+		i = next
+	}
+}
+
+// matches is ip_packet_match / ip6_packet_match followed by the entry's
+// matches in order; the first failing match ends the entry.
+func (w *walk) matches(e *xtables.Entry) (ok, hotdrop bool, err error) {
+	var x matchCtx
+	if w.t.Family == xtables.IPv6 {
+		ok, x = w.ip6Match(&e.IP)
+	} else {
+		ok, x = w.ipMatch(&e.IP)
+	}
+	if !ok || x.hotdrop {
+		return false, x.hotdrop, nil
+	}
+	for k := range e.Matches {
+		ok, err := w.match(&e.Matches[k], &x)
+		if err != nil || !ok || x.hotdrop {
+			return false, x.hotdrop, err
+		}
+	}
+	return true, false, nil
+}
+
+// target applies a matched entry's target: it returns the next entry, or
+// done with the final verdict.
+func (w *walk) target(i int, e *xtables.Entry) (next int, verdict uint32, done bool, err error) {
+	switch e.Target.Name {
+	case xtables.StandardTarget:
+	case xtables.ErrorTarget:
+		return 0, NFDrop, true, nil // ipt_error
+	default:
+		return 0, 0, false, fmt.Errorf("unknown target %q", e.Target.Name)
+	}
+	v := e.Target.Verdict
+	if v < 0 {
+		if v != xtables.VerdictReturn {
+			return 0, uint32(-v) - 1, true, nil
+		}
+		return w.ret()
+	}
+	if uint32(v) != e.Offset+uint32(e.NextOffset) && e.IP.Flags&w.gotoFlag() == 0 {
+		if len(w.stack) >= w.maxDeep {
+			return 0, NFDrop, true, nil
+		}
+		w.stack = append(w.stack, i)
+	}
+	next, err = w.entryAt(uint32(v))
+	return next, 0, false, err
+}
+
+// ret pops the jump stack; RETURN with an empty stack goes to the hook's
+// underflow (the built-in chain's policy).
+func (w *walk) ret() (int, uint32, bool, error) {
+	if len(w.stack) == 0 {
+		i, err := w.entryAt(w.t.Underflow[w.hook])
+		return i, 0, false, err
+	}
+	top := w.stack[len(w.stack)-1]
+	w.stack = w.stack[:len(w.stack)-1]
+	return top + 1, 0, false, nil
+}
+
+func (w *walk) gotoFlag() uint8 {
+	if w.t.Family == xtables.IPv6 {
+		return xtables.FlagGoto6
+	}
+	return xtables.FlagGoto
+}

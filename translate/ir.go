@@ -1,0 +1,106 @@
+// Package translate turns a decoded iptables filter table into a
+// family-neutral IR (chains, rules, matches, verdicts) and compiles that
+// IR into the plan the BPF data plane runs.
+package translate
+
+import (
+	"xtbpf/xtables"
+)
+
+// Table is the IR of one family's filter table. Every entry of the
+// source table keeps its index, so a rule's counter maps back to it.
+type Table struct {
+	Family  xtables.Family
+	Chains  []*Chain
+	Entries int // number of entries in the source table
+	// Hooks holds, per netfilter hook, the entry index where the walk
+	// starts and the index of the underflow (the chain policy), or -1
+	// for hooks the table does not use.
+	Hooks [xtables.NumHooks]HookPoint
+}
+
+// HookPoint is where a hook enters the table and where RETURN from the
+// base chain lands.
+type HookPoint struct {
+	Entry, Underflow int
+}
+
+// Chain is a built-in chain (Hook >= 0) or a user chain (Hook == -1).
+type Chain struct {
+	Name  string
+	Hook  int
+	Head  int // entry index of the ERROR head (user chains), or -1
+	Rules []*Rule
+}
+
+// Rule is one entry. The last rule of a built-in chain is its policy and
+// the last rule of a user chain its implicit RETURN; both count packets
+// like any other rule.
+type Rule struct {
+	Index   int // entry index in the source table
+	Pos     int // 1-based position in its chain as iptables numbers it
+	IP      IPMatch
+	Matches []Match
+	Verdict Verdict
+}
+
+// IPMatch is the header part of an entry, with the family's quirks
+// already folded in (see normalizeIP).
+type IPMatch struct {
+	Src, SrcMask, Dst, DstMask [16]byte
+	In, InMask, Out, OutMask   [16]byte
+	Proto                      uint16
+	// CheckProto says whether Proto is compared at all: IPv4 compares
+	// when Proto != 0, IPv6 when IP6T_F_PROTO is set (and then looks up
+	// the upper-layer header, which may hot-drop).
+	CheckProto bool
+	Frag       bool // -f (IPv4 only)
+	Inv        uint8
+}
+
+// Inversion bits of IPMatch.Inv, the kernel's IPT_INV_* values.
+const (
+	InvIn    = xtables.InvVIAIn
+	InvOut   = xtables.InvVIAOut
+	InvSrc   = xtables.InvSrcIP
+	InvDst   = xtables.InvDstIP
+	InvFrag  = xtables.InvFrag
+	InvProto = xtables.InvProto
+)
+
+// MatchKind names a translated match extension.
+type MatchKind uint8
+
+const (
+	MatchTCP MatchKind = iota + 1
+	MatchUDP
+	MatchICMP // icmp (IPv4) and icmp6 (IPv6) share semantics
+)
+
+// Match is one match extension with its decoded payload.
+type Match struct {
+	Kind MatchKind
+	TCP  xtables.TCPInfo  // MatchTCP
+	UDP  xtables.UDPInfo  // MatchUDP
+	ICMP xtables.ICMPInfo // MatchICMP
+}
+
+// VerdictKind is what a matching rule does.
+type VerdictKind uint8
+
+const (
+	Accept VerdictKind = iota + 1
+	Drop
+	Return
+	Jump // push the return point, continue at Target
+	Goto // continue at Target without pushing
+	// Error is the ERROR target (chain heads, table end): the kernel
+	// drops a packet that reaches one.
+	Error
+)
+
+// Verdict is a rule's target after jumps are resolved to entry indexes.
+type Verdict struct {
+	Kind   VerdictKind
+	Target int // entry index (Jump, Goto)
+}

@@ -1,0 +1,232 @@
+package translate
+
+import (
+	"fmt"
+
+	"xtbpf/xtables"
+)
+
+// builtinNames are the chain names iptables gives the hooks.
+var builtinNames = [xtables.NumHooks]string{"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"}
+
+// Lift recovers chains from a decoded table (built-in chains start at the
+// hook entry points, user chains after their ERROR heads), resolves jump
+// offsets to entry indexes and decodes every rule into the IR. Anything
+// it cannot translate exactly is reported as *Unsupported.
+func Lift(t *xtables.Table) (*Table, error) {
+	index := make(map[uint32]int, len(t.Entries))
+	for i, e := range t.Entries {
+		index[e.Offset] = i
+	}
+	ir := &Table{Family: t.Family, Entries: len(t.Entries)}
+	hookAt := map[int]int{}
+	for h := range ir.Hooks {
+		ir.Hooks[h] = HookPoint{Entry: -1, Underflow: -1}
+		if t.ValidHooks&(1<<h) == 0 {
+			continue
+		}
+		entry, ok1 := index[t.HookEntry[h]]
+		under, ok2 := index[t.Underflow[h]]
+		if !ok1 || !ok2 {
+			return nil, fmt.Errorf("hook %s: entry %d or underflow %d is not an entry offset", builtinNames[h], t.HookEntry[h], t.Underflow[h])
+		}
+		ir.Hooks[h] = HookPoint{Entry: entry, Underflow: under}
+		hookAt[entry] = h
+	}
+	l := lifter{t: t, ir: ir, index: index, hookAt: hookAt}
+	if err := l.chains(); err != nil {
+		return nil, err
+	}
+	return ir, nil
+}
+
+type lifter struct {
+	t      *xtables.Table
+	ir     *Table
+	index  map[uint32]int
+	hookAt map[int]int // entry index -> hook whose chain starts there
+}
+
+func (l *lifter) chains() error {
+	var cur *Chain
+	for i := range l.t.Entries {
+		e := &l.t.Entries[i]
+		if h, ok := l.hookAt[i]; ok {
+			cur = &Chain{Name: builtinNames[h], Hook: h, Head: -1}
+			l.ir.Chains = append(l.ir.Chains, cur)
+		}
+		if e.Target.Name == xtables.ErrorTarget {
+			// A chain head (or the table's end) runs as the kernel's
+			// ERROR target, which drops, should a walk ever reach it.
+			cur = &Chain{Name: e.Target.ErrorName, Hook: -1, Head: i}
+			l.ir.Chains = append(l.ir.Chains, cur)
+			cur.Rules = append(cur.Rules, &Rule{Index: i, Verdict: Verdict{Kind: Error}})
+			continue
+		}
+		if cur == nil {
+			return fmt.Errorf("entry %d at offset %d belongs to no chain", i, e.Offset)
+		}
+		r, err := l.rule(cur, i)
+		if err != nil {
+			return err
+		}
+		cur.Rules = append(cur.Rules, r)
+	}
+	return nil
+}
+
+// rule lifts entry i of chain c.
+func (l *lifter) rule(c *Chain, i int) (*Rule, error) {
+	e := &l.t.Entries[i]
+	r := &Rule{Index: i, Pos: l.position(c, i)}
+	r.IP = normalizeIP(l.t.Family, &e.IP)
+	for _, m := range e.Matches {
+		im, err := liftMatch(l.t.Family, &m)
+		if err != nil {
+			return nil, &Unsupported{Chain: c.Name, Rule: r.Pos, Extension: m.Name, Reason: err.Error(), what: "match"}
+		}
+		r.Matches = append(r.Matches, im)
+	}
+	v, err := l.verdict(e, i)
+	if err != nil {
+		var un *Unsupported
+		if asUnsupported(err, &un) {
+			un.Chain, un.Rule = c.Name, r.Pos
+			return nil, un
+		}
+		return nil, fmt.Errorf("rule %d of chain %q: %w", r.Pos, c.Name, err)
+	}
+	r.Verdict = v
+	return r, nil
+}
+
+// position numbers rules as iptables does: from 1 after the chain head;
+// a built-in chain's policy entry has no number (0).
+func (l *lifter) position(c *Chain, i int) int {
+	for h := range l.ir.Hooks {
+		if l.ir.Hooks[h].Underflow == i {
+			return 0
+		}
+	}
+	n := len(c.Rules) + 1
+	if c.Head >= 0 {
+		n-- // the head itself sits in Rules but is not numbered
+	}
+	return n
+}
+
+func asUnsupported(err error, out **Unsupported) bool {
+	u, ok := err.(*Unsupported)
+	if ok {
+		*out = u
+	}
+	return ok
+}
+
+// normalizeIP folds the families' address comparisons into one form,
+// (addr & mask) != want meaning "differs". IPv4 compares exactly that
+// (a source with bits outside its mask never matches); IPv6 compares
+// ((addr ^ want) & mask), which equals the IPv4 form once want is masked.
+func normalizeIP(f xtables.Family, ip *xtables.IPHeader) IPMatch {
+	m := IPMatch{
+		Src: ip.Src, SrcMask: ip.SrcMask, Dst: ip.Dst, DstMask: ip.DstMask,
+		In: ip.InIface, InMask: ip.InIfaceMask, Out: ip.OutIface, OutMask: ip.OutIfaceMask,
+		Proto: ip.Proto,
+	}
+	if f == xtables.IPv6 {
+		for i := range m.Src {
+			m.Src[i] &= m.SrcMask[i]
+			m.Dst[i] &= m.DstMask[i]
+		}
+		m.CheckProto = ip.Flags&xtables.FlagProto6 != 0
+		m.Inv = ip.InvFlags & (InvIn | InvOut | InvSrc | InvDst | InvProto)
+		return m
+	}
+	for _, a := range []*[16]byte{&m.Src, &m.SrcMask, &m.Dst, &m.DstMask} {
+		clear(a[4:])
+	}
+	m.CheckProto = ip.Proto != 0
+	m.Frag = ip.Flags&xtables.FlagFrag != 0
+	m.Inv = ip.InvFlags & (InvIn | InvOut | InvSrc | InvDst | InvProto | InvFrag)
+	return m
+}
+
+func isGoto(f xtables.Family, ip *xtables.IPHeader) bool {
+	if f == xtables.IPv6 {
+		return ip.Flags&xtables.FlagGoto6 != 0
+	}
+	return ip.Flags&xtables.FlagGoto != 0
+}
+
+func (l *lifter) verdict(e *xtables.Entry, i int) (Verdict, error) {
+	if e.Target.Name != xtables.StandardTarget {
+		return Verdict{}, &Unsupported{Extension: e.Target.Name, Reason: "not translated", what: "target"}
+	}
+	switch v := e.Target.Verdict; {
+	case v == xtables.VerdictAccept:
+		return Verdict{Kind: Accept}, nil
+	case v == xtables.VerdictDrop:
+		return Verdict{Kind: Drop}, nil
+	case v == xtables.VerdictReturn:
+		return Verdict{Kind: Return}, nil
+	case v < 0:
+		return Verdict{}, &Unsupported{Reason: fmt.Sprintf("verdict %s not translated", verdictName(v))}
+	}
+	to, ok := l.index[uint32(e.Target.Verdict)]
+	if !ok {
+		return Verdict{}, fmt.Errorf("jump to offset %d, which is not an entry", e.Target.Verdict)
+	}
+	// The kernel pushes no return point for a goto, nor for a jump to the
+	// very next entry.
+	if isGoto(l.t.Family, &e.IP) || to == i+1 {
+		return Verdict{Kind: Goto, Target: to}, nil
+	}
+	return Verdict{Kind: Jump, Target: to}, nil
+}
+
+func verdictName(v int32) string {
+	names := map[int32]string{-3: "STOLEN", xtables.VerdictQueue: "QUEUE", -6: "STOP"}
+	if n, ok := names[v]; ok {
+		return n
+	}
+	return fmt.Sprintf("%d", v)
+}
+
+func liftMatch(f xtables.Family, m *xtables.Match) (Match, error) {
+	if m.Revision != 0 {
+		return Match{}, fmt.Errorf("revision %d not translated", m.Revision)
+	}
+	switch {
+	case m.Name == "tcp":
+		info, ok := infoOf[xtables.TCPInfo](m.Info)
+		return Match{Kind: MatchTCP, TCP: info}, okOrUndecoded(ok)
+	case m.Name == "udp":
+		info, ok := infoOf[xtables.UDPInfo](m.Info)
+		return Match{Kind: MatchUDP, UDP: info}, okOrUndecoded(ok)
+	case m.Name == "icmp" && f == xtables.IPv4, m.Name == "icmp6" && f == xtables.IPv6:
+		info, ok := infoOf[xtables.ICMPInfo](m.Info)
+		return Match{Kind: MatchICMP, ICMP: info}, okOrUndecoded(ok)
+	}
+	return Match{}, fmt.Errorf("not translated")
+}
+
+// infoOf accepts a decoded payload by value or by pointer.
+func infoOf[T any](v any) (T, bool) {
+	switch x := v.(type) {
+	case T:
+		return x, true
+	case *T:
+		if x != nil {
+			return *x, true
+		}
+	}
+	var zero T
+	return zero, false
+}
+
+func okOrUndecoded(ok bool) error {
+	if ok {
+		return nil
+	}
+	return fmt.Errorf("payload not decoded")
+}

@@ -1,0 +1,67 @@
+package xtables
+
+import "golang.org/x/sys/unix"
+
+// checkExtensions is find_check_entry for one entry: its matches in order,
+// then its target, as xt_check_match and xt_check_target judge them.
+func checkExtensions(f Family, e *Entry) error {
+	for i := range e.Matches {
+		if err := checkMatch(f, e, &e.Matches[i]); err != nil {
+			return errorf(Errno(err), "match %d (%q): %v", i, e.Matches[i].Name, unwrapMsg(err))
+		}
+	}
+	if err := checkTarget(&e.Target); err != nil {
+		return errorf(Errno(err), "target %q: %v", e.Target.Name, unwrapMsg(err))
+	}
+	return nil
+}
+
+func checkName(name string) error {
+	if len(name) >= extNameLen {
+		return errorf(unix.EINVAL, "name not NUL-terminated")
+	}
+	return nil
+}
+
+func checkMatch(f Family, e *Entry, m *Match) error {
+	if err := checkName(m.Name); err != nil {
+		return err
+	}
+	x := matchExts[extKey{f, m.Name, m.Revision}]
+	if x == nil {
+		if ownedMatches[m.Name] {
+			return errorf(unix.ENOENT, "no revision %d in this family", m.Revision)
+		}
+		return nil
+	}
+	payload := matchPayload(f, m)
+	if len(payload) != xtAlign(x.size) {
+		return errorf(unix.EINVAL, "payload of %d bytes, want %d", len(payload), xtAlign(x.size))
+	}
+	if x.proto != e.IP.Proto || e.IP.InvFlags&InvProto != 0 {
+		return errorf(unix.EINVAL, "only valid for protocol %d", x.proto)
+	}
+	return x.check(decodeInfo(x, payload))
+}
+
+func checkTarget(t *Target) error {
+	if err := checkName(t.Name); err != nil {
+		return err
+	}
+	want := 0
+	switch t.Name {
+	case StandardTarget:
+		want = standardSize - extHeaderSize
+	case ErrorTarget:
+		want = errorNameLen
+	default:
+		return nil
+	}
+	if t.Revision != 0 {
+		return errorf(unix.ENOENT, "no revision %d", t.Revision)
+	}
+	if len(t.Data) != want {
+		return errorf(unix.EINVAL, "payload of %d bytes, want %d", len(t.Data), want)
+	}
+	return nil
+}
