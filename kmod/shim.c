@@ -1,3 +1,6 @@
+//go:build ignore
+
+// The constraint above keeps the Go tool from compiling this file into package kmod.
 /* libxtbpf.so: preloaded into iptables-legacy and friends, it sends their
  * IPT_SO_* / IP6T_SO_* socket options to xtbpfd instead of the kernel.
  * Caller memory is only ever touched through send/recv, so a bad pointer
@@ -62,10 +65,20 @@ static int real_set(int fd, int level, int optname, const void *optval, socklen_
 	return f(fd, level, optname, optval, optlen);
 }
 
+/* Prints the first problem only: iptables retries a failed call and then
+ * prints its own error, and one line naming the cause is enough. */
+static void say(const char *what, const char *why)
+{
+	static int said;
+
+	if (!__atomic_exchange_n(&said, 1, __ATOMIC_RELAXED))
+		fprintf(stderr, "xtbpf: %s xtbpfd at %s: %s\n", what, socket_path(), why);
+}
+
 /* Fails the call with EIO after saying why; returns -1. */
 static int bad(const char *why)
 {
-	fprintf(stderr, "xtbpf: bad reply from xtbpfd at %s: %s\n", socket_path(), why);
+	say("bad reply from", why);
 	errno = EIO;
 	return -1;
 }
@@ -74,10 +87,7 @@ static int bad(const char *why)
  * unreachable daemon fails the call; iptables then prints its own error. */
 static int unreachable(int err)
 {
-	static int warned;
-
-	if (!__atomic_exchange_n(&warned, 1, __ATOMIC_RELAXED))
-		fprintf(stderr, "xtbpf: cannot reach xtbpfd at %s: %s\n", socket_path(), strerror(err));
+	say("cannot reach", strerror(err));
 	errno = ECONNREFUSED;
 	return -1;
 }
@@ -113,7 +123,7 @@ static int send_failed(void)
 {
 	if (errno == EBADF || errno == EFAULT)
 		return -1;
-	fprintf(stderr, "xtbpf: send to xtbpfd at %s: %s\n", socket_path(), strerror(errno));
+	say("cannot send to", strerror(errno));
 	errno = EIO;
 	return -1;
 }

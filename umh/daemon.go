@@ -6,6 +6,7 @@
 package umh
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"strconv"
 	"sync"
 
+	"xtbpf/translate"
 	"xtbpf/xtables"
 )
 
@@ -101,9 +103,57 @@ func (d *Daemon) filterOf(ks kernelSock, fam xtables.Family) (*filter, error) {
 	}
 	defer nsf.Close()
 	f, err := d.restoreFilter(cookie, fam, nsf)
+	if errors.Is(err, errNoState) {
+		f, err = d.firstUse(ks, fam, cookie, nsf)
+	}
 	if err != nil {
 		return nil, err
 	}
 	n.filters[fam] = f
+	d.persist(ks, f)
+	return f, nil
+}
+
+// firstUse sets up the table of a namespace xtbpf has not seen. It asks the
+// kernel for its own filter table first: that creates it exactly when the
+// kernel would have (so /proc/net/ip_tables_names, which iptables-save
+// reads, lists the tables in the kernel's order), and it shows whether
+// rules were loaded there before xtbpf came. Such a table is adopted as it
+// stands, in the kernel's xtables; the next replace brings it to BPF.
+func (d *Daemon) firstUse(ks kernelSock, fam xtables.Family, cookie uint64, nsf *os.File) (*filter, error) {
+	dir := d.bpfDir(cookie, fam)
+	exists, err := kernelTableExists(nsf, fam)
+	if err != nil {
+		return nil, err
+	}
+	if !exists {
+		// BPF first: the kernel refuses a BPF hook at a priority another
+		// hook already holds, but lets its own table join one.
+		f, err := newFilter(fam, dir, nsf, nil)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := kernelInfo(ks, fam); err != nil {
+			d.log.Debug("kernel has no filter table", "family", famName(fam), "err", err)
+		}
+		return f, nil
+	}
+	ki, err := kernelInfo(ks, fam)
+	if err != nil {
+		return nil, err
+	}
+	adopt, err := kernelHasRules(ks, fam, ki)
+	if err != nil {
+		return nil, err
+	}
+	if !adopt {
+		return newFilter(fam, dir, nsf, nil)
+	}
+	f, err := newFilter(fam, dir, nsf, translate.Passthrough(fam))
+	if err != nil {
+		return nil, err
+	}
+	f.kernel, f.reason = true, "adopted: rules were in the kernel's xtables before xtbpf"
+	d.klog.printf(klogInfo, "%s filter: %s; the next change moves it to BPF", famName(fam), f.reason)
 	return f, nil
 }

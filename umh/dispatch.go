@@ -69,8 +69,9 @@ func (d *Daemon) handle(req *request) reply {
 		return d.getInfo(req, fam)
 	case xtables.SoGetEntries:
 		return d.getEntries(req, fam)
-	case xtables.SoGetRevMatch, xtables.SoGetRevTarget:
-		return d.getRevision(req, fam)
+	}
+	if rev, target := revisionOpt(fam, req.optname); rev {
+		return d.getRevision(req, fam, target)
 	}
 	return passReply
 }
@@ -254,12 +255,22 @@ var translatedRevisions = map[revisionKey]uint8{
 
 // getRevision answers as xt_find_revision does: the best revision when
 // the asked one exists, EPROTONOSUPPORT when only others do.
-func (d *Daemon) getRevision(req *request, fam xtables.Family) reply {
+// revisionOpt recognises the revision queries, whose numbers differ by
+// family: at SOL_IPV6, 66 and 67 are IPV6_RECVTCLASS and IPV6_TCLASS.
+func revisionOpt(fam xtables.Family, opt int) (rev, target bool) {
+	match, tgt := xtables.SoGetRevMatch, xtables.SoGetRevTarget
+	if fam == xtables.IPv6 {
+		match, tgt = xtables.SoGetRevMatch6, xtables.SoGetRevTarget6
+	}
+	return opt == match || opt == tgt, opt == tgt
+}
+
+func (d *Daemon) getRevision(req *request, fam xtables.Family, target bool) reply {
 	rev, err := xtables.DecodeRevision(req.payload, int(req.optlen))
 	if err != nil {
 		return errReply(err)
 	}
-	best, ok := translatedRevisions[revisionKey{fam, req.optname == xtables.SoGetRevTarget, rev.Name}]
+	best, ok := translatedRevisions[revisionKey{fam, target, rev.Name}]
 	if !ok {
 		return passReply
 	}

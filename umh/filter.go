@@ -1,6 +1,8 @@
 package umh
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -39,14 +41,15 @@ type filter struct {
 // users expect to see for "this extension is not available here".
 var errUntranslatable = unix.ENOENT
 
-func newFilter(fam xtables.Family, dir string, netns *os.File) (*filter, error) {
+func newFilter(fam xtables.Family, dir string, netns *os.File, plan *translate.Plan) (*filter, error) {
 	t, err := xtables.InitialTable(fam, "filter")
 	if err != nil {
 		return nil, fmt.Errorf("initial table: %w", err)
 	}
-	plan, err := translate.Build(t)
-	if err != nil {
-		return nil, fmt.Errorf("compile initial table: %w", err)
+	if plan == nil {
+		if plan, err = translate.Build(t); err != nil {
+			return nil, fmt.Errorf("compile initial table: %w", err)
+		}
 	}
 	dp, err := bpf.Open(dir, fam)
 	if err != nil {
@@ -61,6 +64,34 @@ func newFilter(fam xtables.Family, dir string, netns *os.File) (*filter, error) 
 		return nil, fmt.Errorf("attach data plane: %w", err)
 	}
 	return &filter{fam: fam, table: t, added: make([]xtables.Counters, len(t.Entries)), dp: dp, updated: time.Now()}, nil
+}
+
+// kernelHasRules tells whether the kernel's own filter table in the
+// caller's namespace holds anything but the empty table it starts with,
+// i.e. whether someone loaded rules there before xtbpf saw the namespace.
+func kernelHasRules(ks kernelSock, fam xtables.Family, ki xtables.Info) (bool, error) {
+	initial, err := xtables.InitialTable(fam, "filter")
+	if err != nil {
+		return false, err
+	}
+	if ki.NumEntries != uint32(len(initial.Entries)) || ki.Size != initial.Size {
+		return true, nil
+	}
+	const header = 40
+	buf := make([]byte, header+int(ki.Size))
+	copy(buf, "filter")
+	binary.NativeEndian.PutUint32(buf[32:], ki.Size)
+	if _, _, err := ks.get(solFor(fam), xtables.SoGetEntries, buf); err != nil {
+		return false, fmt.Errorf("kernel GET_ENTRIES filter: %w", err)
+	}
+	entries, err := xtables.DecodeEntries(fam, buf[header:])
+	if err != nil {
+		return false, fmt.Errorf("decode kernel table: %w", err)
+	}
+	for i := range entries {
+		entries[i].Counters = xtables.Counters{}
+	}
+	return !bytes.Equal(xtables.EncodeEntries(fam, entries), xtables.EncodeEntries(fam, initial.Entries)), nil
 }
 
 // counters returns each entry's packet and byte counts, as the kernel's
@@ -230,7 +261,7 @@ func kernelInfo(ks kernelSock, fam xtables.Family) (xtables.Info, error) {
 	if err != nil {
 		return xtables.Info{}, fmt.Errorf("kernel GET_INFO filter: %w", err)
 	}
-	return decodeInfoReply(req)
+	return xtables.DecodeInfo(req)
 }
 
 // kernelReplace makes IPT_SO_SET_REPLACE in the caller's namespace with

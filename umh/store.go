@@ -50,6 +50,8 @@ func (d *Daemon) save(cookie uint64, f *filter) error {
 	return nil
 }
 
+var errNoState = errors.New("no saved table")
+
 // restoreFilter resumes a table a previous daemon left pinned, or creates
 // the namespace's initial table.
 func (d *Daemon) restoreFilter(cookie uint64, fam xtables.Family, nsf *os.File) (*filter, error) {
@@ -57,7 +59,7 @@ func (d *Daemon) restoreFilter(cookie uint64, fam xtables.Family, nsf *os.File) 
 	b, err := os.ReadFile(d.statePath(cookie, fam))
 	_, pinErr := os.Stat(dir)
 	if errors.Is(err, fs.ErrNotExist) || pinErr != nil {
-		return newFilter(fam, dir, nsf)
+		return nil, errNoState
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read state: %w", err)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strings"
 	"testing"
 	"unsafe"
 
@@ -112,7 +113,7 @@ func (ns *scratchNS) fd(f Family) (int, int) {
 // run runs a command inside the namespace with stdin.
 func (ns *scratchNS) run(stdin string, args ...string) ([]byte, error) {
 	cmd := exec.Command("ip", append([]string{"netns", "exec", ns.name}, args...)...)
-	cmd.Stdin = stringsReader(stdin)
+	cmd.Stdin = strings.NewReader(stdin)
 	return cmd.CombinedOutput()
 }
 

@@ -24,6 +24,10 @@ const (
 	SoGetEntries     = 65
 	SoGetRevMatch    = 66
 	SoGetRevTarget   = 67
+	// IPv6 numbers its revision queries differently: 66 and 67 at
+	// SOL_IPV6 are IPV6_RECVTCLASS and IPV6_TCLASS.
+	SoGetRevMatch6  = 68 // IP6T_SO_GET_REVISION_MATCH
+	SoGetRevTarget6 = 69 // IP6T_SO_GET_REVISION_TARGET
 )
 
 // Netfilter hooks, in the order of the hook_entry/underflow arrays.

@@ -90,6 +90,6 @@ func readTable(fd int, f xtables.Family) (*xtables.Table, error) {
 		return nil, fmt.Errorf("GET_ENTRIES: %w", err)
 	}
 	var err error
-	t.Entries, err = decodeEntries(f, get[40:])
+	t.Entries, err = xtables.DecodeEntries(f, get[40:])
 	return t, err
 }

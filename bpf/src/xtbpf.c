@@ -55,17 +55,21 @@ struct rule_array {
 	__uint(value_size, sizeof(struct xt_rule));
 };
 
+/* Per-CPU counters laid out by hand, cpu * nrules + entry: the kernel
+ * refuses BPF_F_INNER_MAP on per-CPU arrays, and inner maps must be
+ * sized per plan. Each CPU writes only its own stripe. */
 struct counter_array {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_INNER_MAP);
 	__uint(max_entries, 1);
 	__uint(key_size, sizeof(__u32));
 	__uint(value_size, sizeof(struct xt_counter));
 };
 
-/* STACK_SLOTS jump stacks of meta.depth frames each, per CPU. */
+/* STACK_SLOTS jump stacks of meta.depth frames each, per CPU, striped by
+ * CPU like the counters. */
 struct stack_array {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_INNER_MAP);
 	__uint(max_entries, 1);
 	__uint(key_size, sizeof(__u32));
@@ -136,6 +140,8 @@ struct walk {
 	__u32 under;
 	__u32 sp;
 	__u32 depth;
+	__u32 nrules;
+	__u32 cpu;
 	__s32 slot;
 	__u32 verdict;
 	__u32 start;	/* scratch for the header walks */
@@ -227,7 +233,9 @@ static __always_inline void parse_tcp_options(struct walk *w)
 	if (optlen > 40)
 		return;
 	w->optlen = optlen;
-	if (bpf_dynptr_read(w->optbuf, optlen, &w->ptr, w->p.thoff + 20, 0)) {
+	/* Re-bound through a register the verifier tracks (optlen <= 40). */
+	optlen &= 63;
+	if (optlen > 40 || bpf_dynptr_read(w->optbuf, optlen, &w->ptr, w->p.thoff + 20, 0)) {
 		w->p.opts_bad = 1;
 		return;
 	}
@@ -355,7 +363,7 @@ static __always_inline int tcp_match(const struct xt_match *m, const struct pkt 
 		return -1;
 	if (!ports(m->spts, p->sport, m->inv & 0x01) || !ports(m->dpts, p->dport, m->inv & 0x02))
 		return 0;
-	if (((p->tcpflags & m->flg_mask) == m->flg_cmp) ^ ((m->inv & 0x04) != 0))
+	if (!(((p->tcpflags & m->flg_mask) == m->flg_cmp) ^ ((m->inv & 0x04) != 0)))
 		return 0;
 	if (!m->option)
 		return 1;
@@ -420,11 +428,12 @@ static __always_inline int rule_match(const struct xt_rule *r, const struct pkt 
 
 static __always_inline void count(struct walk *w, __u32 idx)
 {
-	struct xt_counter *c = bpf_map_lookup_elem(w->counters, &idx);
+	__u32 key = w->cpu * w->nrules + idx;
+	struct xt_counter *c = bpf_map_lookup_elem(w->counters, &key);
 
 	if (!c)
 		return;
-	/* Atomic: a nested run on this CPU may bump the same counter. */
+	/* Atomic: a run nested on this CPU may bump the same counter. */
 	__sync_fetch_and_add(&c->packets, 1);
 	__sync_fetch_and_add(&c->bytes, w->p.len);
 }
@@ -447,7 +456,7 @@ static __always_inline int claim_slot(struct walk *w)
 
 static __always_inline __u32 *frame(struct walk *w, __u32 sp)
 {
-	__u32 key = (__u32)w->slot * w->depth + sp;
+	__u32 key = (w->cpu * STACK_SLOTS + (__u32)w->slot) * w->depth + sp;
 
 	return bpf_map_lookup_elem(w->stack, &key);
 }
@@ -568,6 +577,8 @@ int xtbpf_filter(struct bpf_nf_ctx *ctx)
 	if (!w.busy || setup(&w, ctx, g))
 		return NF_DROP;
 	w.depth = m->depth;
+	w.nrules = m->nrules;
+	w.cpu = bpf_get_smp_processor_id();
 	if (state->pf == NFPROTO_IPV4 ? parse_v4(&w) : parse_v6(&w))
 		return NF_DROP;
 	if (w.p.proto >= 0)
@@ -577,5 +588,5 @@ int xtbpf_filter(struct bpf_nf_ctx *ctx)
 	bpf_loop(MAX_STEPS, step, &w, 0);
 	if (w.slot >= 0)
 		__sync_fetch_and_and(w.busy, ~(1U << w.slot));
-	return w.done ? w.verdict : NF_DROP;
+	return w.done && w.verdict == NF_ACCEPT ? NF_ACCEPT : NF_DROP;
 }
