@@ -1,10 +1,11 @@
 //go:build ignore
 
-// The constraint above keeps the Go tool from compiling this file into package kmod.
 /* libxtbpf.so: preloaded into iptables-legacy and friends, it sends their
  * IPT_SO_* / IP6T_SO_* socket options to xtbpfd instead of the kernel.
  * Caller memory is only ever touched through send/recv, so a bad pointer
- * becomes EFAULT (as in the kernel) rather than a crash. */
+ * becomes EFAULT (as in the kernel) rather than a crash.
+ * The build constraint above keeps the Go tool out of this file, which
+ * shares its directory with package kmod. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
@@ -219,6 +220,16 @@ static int recv_header(int conn, struct xtbpf_rep *rep)
 	return 0;
 }
 
+/* Closes the connection, keeping errno for the caller. */
+static int finish(int conn, int ret)
+{
+	int err = errno;
+
+	close(conn);
+	errno = err;
+	return ret;
+}
+
 /* Sends the request and reads the reply header; returns the connection
  * for the payload, or -1 with errno set. */
 static int exchange(int sockfd, struct xtbpf_req *req, const void *payload, struct xtbpf_rep *rep)
@@ -229,23 +240,9 @@ static int exchange(int sockfd, struct xtbpf_req *req, const void *payload, stru
 		return -1;
 	req->magic = XTBPF_MAGIC;
 	req->version = XTBPF_VERSION;
-	if (send_request(conn, sockfd, req, payload) < 0 || recv_header(conn, rep) < 0) {
-		int err = errno;
-
-		close(conn);
-		errno = err;
-		return -1;
-	}
+	if (send_request(conn, sockfd, req, payload) < 0 || recv_header(conn, rep) < 0)
+		return finish(conn, -1);
 	return conn;
-}
-
-static int finish(int conn, int ret)
-{
-	int err = errno;
-
-	close(conn);
-	errno = err;
-	return ret;
 }
 
 static int result(const struct xtbpf_rep *rep)

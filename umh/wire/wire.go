@@ -88,6 +88,9 @@ func parseRequestHeader(b []byte, r *Request) (uint32, error) {
 		return 0, err
 	}
 	r.Op = native.Uint16(b[6:])
+	if r.Op < OpGetsockopt || r.Op > OpStatus {
+		return 0, fmt.Errorf("%w: op %d", ErrProtocol, r.Op)
+	}
 	r.Level = int32(native.Uint32(b[8:]))
 	r.Optname = int32(native.Uint32(b[12:]))
 	r.Optlen = native.Uint32(b[16:])

@@ -187,6 +187,7 @@ func TestReadRequestMalformed(t *testing.T) {
 	for name, msgs := range map[string][][]byte{
 		"bad magic":        {badMagic},
 		"bad version":      {badVersion},
+		"unknown op":       {header(9, 0)},
 		"short header":     {header(OpGetsockopt, 0)[:20]},
 		"long header":      {append(header(OpGetsockopt, 0), 1, 2, 3)},
 		"payload too big":  {tooBig},

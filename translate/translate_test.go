@@ -1,0 +1,107 @@
+package translate
+
+import (
+	"errors"
+	"testing"
+
+	"xtbpf/translate/tabletest"
+	"xtbpf/xtables"
+)
+
+func TestBuildChains(t *testing.T) {
+	x := tabletest.MustFilter(xtables.IPv4,
+		tabletest.Chain{Name: "INPUT", Policy: "DROP", Rules: []tabletest.Rule{
+			{Target: "A"},             // 0
+			{Target: "B", Goto: true}, // 1
+		}}, // 2 policy; FORWARD 3; OUTPUT 4
+		tabletest.Chain{Name: "A", Rules: []tabletest.Rule{{Target: "B"}, {Target: "RETURN"}}}, // head 5, 6, 7, return 8
+		tabletest.Chain{Name: "B", Rules: []tabletest.Rule{{Target: "ACCEPT"}}},                // head 9, 10, return 11
+	)
+	p, err := Build(x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Rules) != len(x.Entries) || len(p.Rules) != 13 {
+		t.Fatalf("%d rules for %d entries", len(p.Rules), len(x.Entries))
+	}
+	want := []struct {
+		kind   VerdictKind
+		target uint32
+	}{
+		{Jump, 6}, {Goto, 10}, {Drop, 0}, {Accept, 0}, {Accept, 0},
+		{Error, 0}, {Jump, 10}, {Return, 0}, {Return, 0},
+		{Error, 0}, {Accept, 0}, {Return, 0}, {Error, 0},
+	}
+	for i, w := range want {
+		if r := p.Rules[i]; r.Verdict != w.kind || r.Target != w.target {
+			t.Errorf("entry %d: verdict %d -> %d, want %d -> %d", i, r.Verdict, r.Target, w.kind, w.target)
+		}
+	}
+	in := p.Hooks[xtables.HookLocalIn]
+	if !in.Valid || in.Entry != 0 || in.Underflow != 2 || p.Hooks[xtables.HookPreRouting].Valid {
+		t.Errorf("hooks %+v", p.Hooks)
+	}
+	if p.Depth != 2 {
+		t.Errorf("depth %d, want 2 (INPUT -> A -> B)", p.Depth)
+	}
+}
+
+func TestBuildIPv6Normalizes(t *testing.T) {
+	var ip xtables.IPHeader
+	ip.Src[0], ip.Src[1], ip.SrcMask[0] = 0x20, 0x01, 0xff
+	ip.Flags = xtables.FlagProto6 | xtables.FlagGoto6
+	ip.Proto = 6
+	x := tabletest.MustFilter(xtables.IPv6,
+		tabletest.Chain{Name: "INPUT", Rules: []tabletest.Rule{{IP: ip, Target: "C"}}},
+		tabletest.Chain{Name: "C"})
+	x.Entries[0].IP.Flags = ip.Flags
+	p, err := Build(x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := p.Rules[0]
+	if r.IP.Src[1] != 0 || !r.IP.CheckProto || r.Verdict != Goto {
+		t.Errorf("rule %+v", r)
+	}
+}
+
+func TestUnsupported(t *testing.T) {
+	tcp := tabletest.TCP(xtables.TCPInfo{DstPorts: [2]uint16{0, 65535}})
+	cases := []struct {
+		rule tabletest.Rule
+		want string
+	}{
+		{tabletest.Rule{Matches: []xtables.Match{tcp, {Name: "recent"}}, Target: "ACCEPT"},
+			`chain INPUT rule 2: match "recent": not translated`},
+		{tabletest.Rule{Target: "LOG", Raw: true},
+			`chain INPUT rule 2: target "LOG": not translated`},
+		{tabletest.Rule{Matches: []xtables.Match{{Name: "tcp", Revision: 1, Info: &xtables.TCPInfo{}}}, Target: "ACCEPT"},
+			`chain INPUT rule 2: match "tcp": revision 1 not translated`},
+		{tabletest.Rule{Matches: []xtables.Match{{Name: "icmp6", Info: &xtables.ICMPInfo{}}}, Target: "ACCEPT"},
+			`chain INPUT rule 2: match "icmp6": not translated`},
+	}
+	for _, c := range cases {
+		x := tabletest.MustFilter(xtables.IPv4, tabletest.Chain{Name: "INPUT", Rules: []tabletest.Rule{{Target: "ACCEPT"}, c.rule}})
+		_, err := Build(x)
+		var un *Unsupported
+		if !errors.As(err, &un) {
+			t.Errorf("%s: got %v, want *Unsupported", c.want, err)
+			continue
+		}
+		if err.Error() != c.want {
+			t.Errorf("got %q, want %q", err.Error(), c.want)
+		}
+	}
+	x := tabletest.MustFilter(xtables.IPv4, tabletest.Chain{Name: "INPUT"})
+	x.Entries[0].Target.Verdict = xtables.VerdictQueue
+	if _, err := Build(x); err == nil || err.Error() != "chain INPUT policy: verdict QUEUE not translated" {
+		t.Errorf("QUEUE policy: %v", err)
+	}
+}
+
+func TestPassthrough(t *testing.T) {
+	p := Passthrough(xtables.IPv6)
+	if !p.Passthrough || p.Family != xtables.IPv6 || len(p.Rules) != 0 {
+		t.Errorf("%+v", p)
+	}
+}
