@@ -133,9 +133,19 @@ func (d *depthWalker) depth(c *Chain) (int, error) {
 		return 0, fmt.Errorf("chain %q is part of a jump loop", c.Name)
 	}
 	d.busy[c] = true
-	max := 0
+	max, inChain := 0, 0
 	for _, r := range c.Rules {
 		if r.Verdict.Kind != Jump && r.Verdict.Kind != Goto {
+			continue
+		}
+		if d.chainOf[r.Verdict.Target] == c {
+			// A jump within the chain (libiptc's fall-through to the next
+			// rule for a rule without a target, or a crafted forward jump)
+			// re-enters this chain's own rules: count each push once more
+			// rather than recurse.
+			if r.Verdict.Kind == Jump {
+				inChain++
+			}
 			continue
 		}
 		n, err := d.depth(d.chainOf[r.Verdict.Target])
@@ -148,8 +158,8 @@ func (d *depthWalker) depth(c *Chain) (int, error) {
 		max = maxInt(max, n)
 	}
 	d.busy[c] = false
-	d.memo[c] = max
-	return max, nil
+	d.memo[c] = max + inChain
+	return max + inChain, nil
 }
 
 func maxInt(a, b int) int {
