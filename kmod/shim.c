@@ -23,13 +23,23 @@
 #define SO_FIRST 64 /* IPT_SO_SET_REPLACE, IPT_SO_GET_INFO */
 #define SO_LAST_SET 65 /* IPT_SO_SET_ADD_COUNTERS */
 #define SO_LAST_GET 67 /* IPT_SO_GET_REVISION_TARGET */
+/* ip6tables' revision queries: at SOL_IPV6, 66 and 67 are IPV6_RECVTCLASS
+ * and IPV6_TCLASS, which belong to the kernel. */
+#define SO6_REV_MATCH 68
+#define SO6_REV_TARGET 69
 
 typedef int (*getsockopt_fn)(int, int, int, void *, socklen_t *);
 typedef int (*setsockopt_fn)(int, int, int, const void *, socklen_t);
 
 static int intercepted(int level, int optname, int last)
 {
-	return (level == SOL_IP || level == SOL_IPV6) && optname >= SO_FIRST && optname <= last;
+	if (level == SOL_IP)
+		return optname >= SO_FIRST && optname <= last;
+	if (level != SOL_IPV6)
+		return 0;
+	if (optname >= SO_FIRST && optname <= SO_LAST_SET)
+		return 1;
+	return last == SO_LAST_GET && (optname == SO6_REV_MATCH || optname == SO6_REV_TARGET);
 }
 
 static const char *socket_path(void)

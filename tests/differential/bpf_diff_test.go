@@ -1,7 +1,3 @@
-//go:build dataplane
-
-// Built with -tags dataplane until translate.Build and package bpf land;
-// then the tag goes and `make test` runs it.
 
 package differential
 
