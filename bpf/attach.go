@@ -6,11 +6,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"runtime"
 
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
+	"xtbpf/internal/netns"
 	"xtbpf/xtables"
 )
 
@@ -21,6 +21,14 @@ var hooks = []link.NetfilterInetHook{link.NetfilterInetLocalIn, link.NetfilterIn
 // program runs exactly where the filter table would.
 const filterPriority = 0
 
+// besideFilterPriority is used when the kernel's own filter table already
+// holds priority 0 in the namespace (it existed before xtbpf, and a kernel
+// table can never be unregistered from user space): the kernel refuses a
+// BPF hook at a priority another hook holds. Nothing registers between
+// NF_IP_PRI_NAT_DST (-100) and the filter table, so one below keeps the
+// program's place relative to conntrack, NAT, mangle and security.
+const besideFilterPriority = filterPriority - 1
+
 func linkPin(h link.NetfilterInetHook) string {
 	return fmt.Sprintf("link_hook%d", h)
 }
@@ -28,7 +36,7 @@ func linkPin(h link.NetfilterInetHook) string {
 // Attach hooks the classifier into the network namespace netns at
 // LOCAL_IN, FORWARD and LOCAL_OUT and pins the links. Links already
 // pinned are kept, so a restarted daemon can call it again.
-func (t *Table) Attach(netns *os.File) error {
+func (t *Table) Attach(ns *os.File) error {
 	for _, h := range hooks {
 		path := filepath.Join(t.dir, linkPin(h))
 		if _, err := os.Stat(path); err == nil {
@@ -36,24 +44,29 @@ func (t *Table) Attach(netns *os.File) error {
 		} else if !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("attach hook %d: %w", h, err)
 		}
-		if err := t.attachHook(netns, h, path); err != nil {
+		if err := t.attachHook(ns, h, path); err != nil {
 			return fmt.Errorf("attach hook %d: %w", h, err)
 		}
 	}
 	return nil
 }
 
-func (t *Table) attachHook(netns *os.File, h link.NetfilterInetHook, path string) error {
+func (t *Table) attachHook(ns *os.File, h link.NetfilterInetHook, path string) error {
 	pf := link.NetfilterProtoIPv4
 	if t.family == xtables.IPv6 {
 		pf = link.NetfilterProtoIPv6
 	}
 	var l link.Link
-	err := inNetns(netns, func() error {
+	err := netns.Do(ns, func() error {
 		var err error
-		l, err = link.AttachNetfilter(link.NetfilterOptions{
-			Program: t.prog, ProtocolFamily: pf, Hook: h, Priority: filterPriority,
-		})
+		for _, prio := range []int32{filterPriority, besideFilterPriority} {
+			l, err = link.AttachNetfilter(link.NetfilterOptions{
+				Program: t.prog, ProtocolFamily: pf, Hook: h, Priority: prio,
+			})
+			if !errors.Is(err, unix.EBUSY) {
+				break
+			}
+		}
 		return err
 	})
 	if err != nil {
@@ -61,28 +74,4 @@ func (t *Table) attachHook(netns *os.File, h link.NetfilterInetHook, path string
 	}
 	defer l.Close()
 	return l.Pin(path)
-}
-
-// inNetns runs fn on a thread switched into netns: a netfilter link
-// belongs to the namespace of the thread that creates it.
-func inNetns(netns *os.File, fn func() error) error {
-	runtime.LockOSThread()
-	orig, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer orig.Close()
-	if err := unix.Setns(int(netns.Fd()), unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("enter netns: %w", err)
-	}
-	ferr := fn()
-	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-		// Leave the thread locked: it dies with its goroutine rather than
-		// serve others from the wrong namespace.
-		return errors.Join(ferr, fmt.Errorf("leave netns: %w", err))
-	}
-	runtime.UnlockOSThread()
-	return ferr
 }

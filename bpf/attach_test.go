@@ -1,6 +1,8 @@
 package bpf
 
 import (
+	"xtbpf/internal/netns"
+
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -48,7 +50,7 @@ func run(t *testing.T, name string, args ...string) {
 func listenUDP(t *testing.T, ns *os.File, addr string) net.PacketConn {
 	t.Helper()
 	var c net.PacketConn
-	err := inNetns(ns, func() error {
+	err := netns.Do(ns, func() error {
 		var err error
 		c, err = net.ListenPacket("udp4", addr)
 		return err

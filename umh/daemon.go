@@ -45,11 +45,11 @@ type Daemon struct {
 	// mu serialises table changes as the kernel's per-family xt mutex
 	// does; reads take it too so they see a whole table.
 	mu sync.Mutex
-	ns map[uint64]*netns
+	ns map[uint64]*nsState
 }
 
-// netns is the state of one network namespace, keyed by its cookie.
-type netns struct {
+// nsState is the state of one network namespace, keyed by its cookie.
+type nsState struct {
 	cookie  uint64
 	filters map[xtables.Family]*filter
 }
@@ -67,7 +67,7 @@ func New(cfg Config) (*Daemon, error) {
 			return nil, fmt.Errorf("create %s: %w", dir, err)
 		}
 	}
-	return &Daemon{cfg: cfg, log: cfg.Log, klog: openKlog(cfg.Log), ns: map[uint64]*netns{}}, nil
+	return &Daemon{cfg: cfg, log: cfg.Log, klog: openKlog(cfg.Log), ns: map[uint64]*nsState{}}, nil
 }
 
 func famName(f xtables.Family) string {
@@ -91,7 +91,7 @@ func (d *Daemon) filterOf(ks kernelSock, fam xtables.Family) (*filter, error) {
 	}
 	n := d.ns[cookie]
 	if n == nil {
-		n = &netns{cookie: cookie, filters: map[xtables.Family]*filter{}}
+		n = &nsState{cookie: cookie, filters: map[xtables.Family]*filter{}}
 		d.ns[cookie] = n
 	}
 	if f := n.filters[fam]; f != nil {

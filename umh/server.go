@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -77,6 +78,11 @@ func (d *Daemon) listen() (*net.UnixListener, error) {
 func (d *Daemon) serveConn(conn *net.UnixConn) {
 	defer conn.Close()
 	req, err := wire.ReadRequest(conn)
+	if errors.Is(err, io.EOF) {
+		// A peer that connects and leaves (a readiness probe) says nothing.
+		d.log.Debug("connection closed without a request")
+		return
+	}
 	if err != nil {
 		d.log.Warn("bad request", "err", err)
 		return

@@ -2,10 +2,11 @@ package nstest
 
 import (
 	"os"
-	"runtime"
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"xtbpf/internal/netns"
 )
 
 // RawSocket opens, inside the namespace, the socket iptables itself uses
@@ -14,7 +15,12 @@ import (
 func (n *NS) RawSocket(t testing.TB, family int) *os.File {
 	t.Helper()
 	var fd int
-	err := n.enter(func() error {
+	target, err := os.Open("/run/netns/" + n.Name)
+	if err != nil {
+		t.Fatalf("open namespace %s: %v", n.Name, err)
+	}
+	defer target.Close()
+	err = netns.Do(target, func() error {
 		var err error
 		fd, err = unix.Socket(family, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
 		return err
@@ -25,31 +31,4 @@ func (n *NS) RawSocket(t testing.TB, family int) *os.File {
 	f := os.NewFile(uintptr(fd), "raw-"+n.Name)
 	t.Cleanup(func() { f.Close() })
 	return f
-}
-
-// enter runs fn on an OS thread inside the namespace; a thread that cannot
-// return to its own namespace stays locked so Go retires it.
-func (n *NS) enter(fn func() error) error {
-	target, err := os.Open("/run/netns/" + n.Name)
-	if err != nil {
-		return err
-	}
-	defer target.Close()
-	runtime.LockOSThread()
-	orig, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer orig.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	ferr := fn()
-	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-		return err
-	}
-	runtime.UnlockOSThread()
-	return ferr
 }
