@@ -2,8 +2,8 @@
 SHELL := /bin/bash
 GO ?= go
 BIN := bin
-APT_PKGS := iptables clang llvm libbpf-dev bpftool netsniff-ng iproute2 iperf3
-NEED_CMDS := iptables-legacy clang llvm-strip bpftool trafgen ip
+APT_PKGS := iptables clang llvm libbpf-dev bpftool netsniff-ng iproute2 iperf3 iputils-ping
+NEED_CMDS := iptables-legacy clang llvm-strip bpftool trafgen ip ping
 
 .PHONY: all deps build generate test fuzz demo clean FORCE
 

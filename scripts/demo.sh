@@ -77,6 +77,12 @@ fw iptables-legacy-save -c
 say "xtbpf status"
 ip netns exec "$FW" "$BIN/xtbpf" status --socket "$tmp/xtbpf.sock"
 
-say "BPF netfilter links attached for the firewall namespace"
-bpftool link show | grep -A1 -E 'netfilter' || true
+say "the BPF program and its netfilter links (LOCAL_IN, FORWARD, LOCAL_OUT), pinned by xtbpfd"
+for dir in "$tmp"/bpffs/xtbpf/*/ipv4; do
+	bpftool prog show pinned "$dir/xtbpf_filter"
+	for l in "$dir"/link_hook*; do
+		printf '%s: ' "$(basename "$l")"
+		bpftool link show pinned "$l" | head -1
+	done
+done
 say "done; cleaning up"
