@@ -1,0 +1,86 @@
+package badinput
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+
+	"xtbpf/tests/internal/nstest"
+)
+
+const recentRule = "-m recent --set"
+
+// kmsgHas reports whether the kernel log has a line containing all parts.
+func kmsgHas(t *testing.T, parts ...string) bool {
+	out, err := exec.Command("dmesg").Output()
+	if err != nil {
+		t.Fatalf("dmesg: %v", err)
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		all := strings.Contains(l, "xtbpf: ")
+		for _, p := range parts {
+			all = all && strings.Contains(l, p)
+		}
+		if all {
+			return true
+		}
+	}
+	return false
+}
+
+// TestStrictRefusesUntranslatable: strict mode refuses a table BPF cannot
+// run with ENOENT, says why in the kernel log, and keeps the old table.
+func TestStrictRefusesUntranslatable(t *testing.T) {
+	tw := newTwin(t)
+	chain := "A"
+	r := tw.d.Run(t, tw.xt, "", "iptables-legacy", "-A", chain, "-m", "recent", "--set", "--name", "strict"+tw.xt.Name)
+	if r.Code == 0 {
+		t.Fatalf("strict mode accepted an untranslatable rule")
+	}
+	if !strings.Contains(r.Stderr, "No chain/target/match by that name") {
+		t.Errorf("want ENOENT's message: %q", r.Stderr)
+	}
+	if !kmsgHas(t, "strict mode", `chain A rule 3: match "recent"`) {
+		t.Errorf("no kernel log line naming chain, rule and extension")
+	}
+	if got := tw.xtSave(t); got != tw.save {
+		t.Errorf("table changed:\n%s", got)
+	}
+}
+
+// TestFallbackAndBack: in fallback mode the kernel's xtables takes a table
+// BPF cannot run and gives it back once it translates again; every step
+// saves exactly as on the kernel, and status and the kernel log say where
+// the table runs and why.
+func TestFallbackAndBack(t *testing.T) {
+	nstest.RequireRoot(t)
+	d := nstest.StartDaemon(t, "fallback")
+	kern, xt := nstest.New(t, "xtbpf-fb-k"), nstest.New(t, "xtbpf-fb-x")
+	steps := [][]string{
+		{"iptables-legacy", "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "DROP"},
+		{"iptables-legacy", "-A", "INPUT", "-m", "recent", "--set", "--name", "fb" + xt.Name},
+		{"iptables-legacy", "-A", "INPUT", "-s", "10.1.0.0/16", "-j", "ACCEPT"},
+		{"iptables-legacy", "-D", "INPUT", "2"},
+	}
+	wantMode := []string{"bpf", "kernel", "kernel", "bpf"}
+	for i, s := range steps {
+		if k, x := kern.Run(t, "", s...), d.Run(t, xt, "", s...); k.Code != 0 || x.Code != 0 {
+			t.Fatalf("step %d: kernel %+v, xtbpf %+v", i, k, x)
+		}
+		k := dropComments(kern.Run(t, "", "iptables-legacy-save").Stdout)
+		x := dropComments(d.Run(t, xt, "", "iptables-legacy-save").Stdout)
+		if k != x {
+			t.Errorf("step %d: save differs:\nkernel:\n%s\nxtbpf:\n%s", i, k, x)
+		}
+		st := d.Status(t, xt)
+		if len(st.Tables) != 1 || st.Tables[0].Mode != wantMode[i] {
+			t.Fatalf("step %d: status %+v, want mode %s", i, st, wantMode[i])
+		}
+		if wantMode[i] == "kernel" && !strings.Contains(st.Tables[0].Reason, `match "recent"`) {
+			t.Errorf("step %d: reason %q does not name the extension", i, st.Tables[0].Reason)
+		}
+	}
+	if !kmsgHas(t, "handed to the kernel's xtables", `chain INPUT rule 2: match "recent"`) || !kmsgHas(t, "runs in BPF again") {
+		t.Errorf("kernel log lacks the fallback and return lines")
+	}
+}
