@@ -94,16 +94,24 @@ func (d *Daemon) getInfo(req *request, fam xtables.Family) reply {
 	if name != ownedTable {
 		return passReply
 	}
+	return d.withFilter(req, fam, "GET_INFO", func(f *filter) reply {
+		return reply{payload: f.info().Encode(), optlen: req.optlen}
+	})
+}
+
+// withFilter runs fn on the caller's filter table of fam under the lock;
+// while the kernel's xtables holds the table, the kernel answers instead.
+func (d *Daemon) withFilter(req *request, fam xtables.Family, op string, fn func(f *filter) reply) reply {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	f, err := d.filterOf(req.sock, fam)
 	if err != nil {
-		return d.internal("GET_INFO", err)
+		return d.internal(op, err)
 	}
 	if f.kernel {
 		return passReply
 	}
-	return reply{payload: f.info().Encode(), optlen: req.optlen}
+	return fn(f)
 }
 
 func (d *Daemon) getEntries(req *request, fam xtables.Family) reply {
@@ -114,28 +122,21 @@ func (d *Daemon) getEntries(req *request, fam xtables.Family) reply {
 	if name != ownedTable {
 		return passReply
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	f, err := d.filterOf(req.sock, fam)
-	if err != nil {
-		return d.internal("GET_ENTRIES", err)
-	}
-	if f.kernel {
-		return passReply
-	}
-	if size != f.table.Size {
-		return errReply(unix.EAGAIN)
-	}
-	blob, err := f.entries()
-	if err != nil {
-		return d.internal("GET_ENTRIES", err)
-	}
-	// The kernel writes only the entries; the header stays as the
-	// caller's buffer had it.
-	const header = 40
-	out := make([]byte, 0, header+len(blob))
-	out = append(out, req.payload[:header]...)
-	return reply{payload: append(out, blob...), optlen: req.optlen}
+	return d.withFilter(req, fam, "GET_ENTRIES", func(f *filter) reply {
+		if size != f.table.Size {
+			return errReply(unix.EAGAIN)
+		}
+		blob, err := f.entries()
+		if err != nil {
+			return d.internal("GET_ENTRIES", err)
+		}
+		// The kernel writes only the entries; the header stays as the
+		// caller's buffer had it.
+		const header = 40
+		out := make([]byte, 0, header+len(blob))
+		out = append(out, req.payload[:header]...)
+		return reply{payload: append(out, blob...), optlen: req.optlen}
+	})
 }
 
 func (d *Daemon) setAddCounters(req *request, fam xtables.Family) reply {
@@ -146,20 +147,13 @@ func (d *Daemon) setAddCounters(req *request, fam xtables.Family) reply {
 	if err != nil {
 		return errReply(err)
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	f, err := d.filterOf(req.sock, fam)
-	if err != nil {
-		return d.internal("ADD_COUNTERS", err)
-	}
-	if f.kernel {
-		return passReply
-	}
-	if err := f.addCounters(a); err != nil {
-		return errReply(err)
-	}
-	d.persist(req.sock, f)
-	return reply{}
+	return d.withFilter(req, fam, "ADD_COUNTERS", func(f *filter) reply {
+		if err := f.addCounters(a); err != nil {
+			return errReply(err)
+		}
+		d.persist(req.sock, f)
+		return reply{}
+	})
 }
 
 func (d *Daemon) setReplace(req *request, fam xtables.Family) reply {

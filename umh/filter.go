@@ -132,8 +132,8 @@ func (f *filter) entries() ([]byte, error) {
 }
 
 func (f *filter) addCounters(a *xtables.AddCounters) error {
-	if len(a.Counters) != len(f.table.Entries) {
-		return fmt.Errorf("add counters: %d counters for %d entries: %w", len(a.Counters), len(f.table.Entries), unix.EINVAL)
+	if err := xtables.CheckAddCounters(a, uint32(len(f.table.Entries))); err != nil {
+		return err
 	}
 	for i, c := range a.Counters {
 		f.added[i].Packets += c.Packets
@@ -148,8 +148,8 @@ func (f *filter) replaceBPF(r *xtables.Replace, plan *translate.Plan, ks kernelS
 	if f.kernel {
 		return f.kernelToBPF(r, plan, ks)
 	}
-	if r.NumCounters != uint32(len(f.table.Entries)) {
-		return nil, fmt.Errorf("replace: %d counters for a table of %d entries: %w", r.NumCounters, len(f.table.Entries), unix.EAGAIN)
+	if err := xtables.CheckCounters(r, uint32(len(f.table.Entries))); err != nil {
+		return nil, err
 	}
 	prev := f.added
 	live, err := f.dp.Install(plan)
@@ -170,8 +170,8 @@ func (f *filter) kernelToBPF(r *xtables.Replace, plan *translate.Plan, ks kernel
 	if err != nil {
 		return nil, err
 	}
-	if r.NumCounters != ki.NumEntries {
-		return nil, fmt.Errorf("replace: %d counters for a table of %d entries: %w", r.NumCounters, ki.NumEntries, unix.EAGAIN)
+	if err := xtables.CheckCounters(r, ki.NumEntries); err != nil {
+		return nil, err
 	}
 	if _, err := f.dp.Install(plan); err != nil {
 		return nil, fmt.Errorf("install: %w", dataplaneErrno(err))
@@ -202,8 +202,8 @@ func (f *filter) replaceKernel(r *xtables.Replace, reason string, ks kernelSock)
 	if f.kernel {
 		return kernelReplace(ks, r)
 	}
-	if r.NumCounters != uint32(len(f.table.Entries)) {
-		return nil, fmt.Errorf("replace: %d counters for a table of %d entries: %w", r.NumCounters, len(f.table.Entries), unix.EAGAIN)
+	if err := xtables.CheckCounters(r, uint32(len(f.table.Entries))); err != nil {
+		return nil, err
 	}
 	ki, err := kernelInfo(ks, f.fam)
 	if err != nil {
