@@ -2,10 +2,14 @@
 SHELL := /bin/bash
 GO ?= go
 BIN := bin
-APT_PKGS := iptables clang llvm libbpf-dev bpftool netsniff-ng iproute2 iperf3 iputils-ping
-NEED_CMDS := iptables-legacy clang llvm-strip bpftool trafgen ip ping
+APT_PKGS := iptables clang llvm libbpf-dev bpftool netsniff-ng iproute2 iperf3 iputils-ping ufw fail2ban
+NEED_CMDS := iptables-legacy clang llvm-strip bpftool trafgen ip ping ufw fail2ban-client
+# iptables-persistent conflicts with ufw, so tests/distro runs its plugins
+# from the unpacked packages instead of installing them.
+NFP_DIR := /var/cache/xtbpf/netfilter-persistent
+PREFIX ?= /usr
 
-.PHONY: all deps build generate test fuzz demo clean FORCE
+.PHONY: all deps build generate test fuzz demo clean install FORCE
 
 all: build
 
@@ -17,6 +21,9 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PKGS) >/dev/null; \
 	fi
 	@mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+	@[ -x $(NFP_DIR)/usr/sbin/netfilter-persistent ] || { \
+		d=$$(mktemp -d) && chmod 755 $$d && (cd $$d && apt-get download -qq netfilter-persistent iptables-persistent) && \
+		mkdir -p $(NFP_DIR) && for f in $$d/*.deb; do dpkg-deb -x $$f $(NFP_DIR); done; rm -rf $$d; }
 
 build: $(BIN)/xtbpfd $(BIN)/xtbpf $(BIN)/libxtbpf.so
 
@@ -57,6 +64,11 @@ fuzz:
 
 demo: deps build
 	scripts/demo.sh
+
+# DESTDIR stages the install (absolute path); the alternatives are then
+# registered inside it, never on this host.
+install: build
+	$(BIN)/xtbpf install --prefix $(PREFIX) --root $(or $(DESTDIR),/)
 
 clean:
 	rm -rf $(BIN)

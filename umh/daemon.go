@@ -44,8 +44,9 @@ type Daemon struct {
 	klog *klog
 	// mu serialises table changes as the kernel's per-family xt mutex
 	// does; reads take it too so they see a whole table.
-	mu sync.Mutex
-	ns map[uint64]*nsState
+	mu      sync.Mutex
+	ns      map[uint64]*nsState
+	metrics *metrics
 }
 
 // nsState is the state of one network namespace, keyed by its cookie.
@@ -67,7 +68,9 @@ func New(cfg Config) (*Daemon, error) {
 			return nil, fmt.Errorf("create %s: %w", dir, err)
 		}
 	}
-	return &Daemon{cfg: cfg, log: cfg.Log, klog: openKlog(cfg.Log), ns: map[uint64]*nsState{}}, nil
+	d := &Daemon{cfg: cfg, log: cfg.Log, klog: openKlog(cfg.Log), ns: map[uint64]*nsState{}}
+	d.metrics = newMetrics(d)
+	return d, nil
 }
 
 func famName(f xtables.Family) string {
@@ -102,6 +105,9 @@ func (d *Daemon) filterOf(ks kernelSock, fam xtables.Family) (*filter, error) {
 		return nil, fmt.Errorf("namespace of caller: %w", err)
 	}
 	defer nsf.Close()
+	if err := d.recordNetns(cookie, nsf); err != nil {
+		d.klog.printf(klogWarn, "%s filter: the namespace will not be freed when deleted: %v", famName(fam), err)
+	}
 	f, err := d.restoreFilter(cookie, fam, nsf)
 	if errors.Is(err, errNoState) {
 		f, err = d.firstUse(ks, fam, cookie, nsf)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -28,6 +29,11 @@ func (d *Daemon) Serve(ctx context.Context, ready func()) error {
 	go func() {
 		<-ctx.Done()
 		ln.Close()
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		d.sweepLoop(ctx)
 	}()
 	if ready != nil {
 		ready()
@@ -90,7 +96,9 @@ func (d *Daemon) serveConn(conn *net.UnixConn) {
 	if req.File != nil {
 		defer req.File.Close()
 	}
+	start := time.Now()
 	rep := d.answer(conn, req)
+	d.metrics.observe(req, rep, time.Since(start))
 	if err := wire.WriteReply(conn, rep); err != nil {
 		d.log.Warn("write reply", "err", err)
 	}
@@ -104,8 +112,11 @@ func (d *Daemon) answer(conn *net.UnixConn, req *wire.Request) *wire.Reply {
 	if err := d.authorize(conn, ks); err != nil {
 		return toWire(errReply(err))
 	}
-	if req.Op == wire.OpStatus {
+	switch req.Op {
+	case wire.OpStatus:
 		return d.status(ks)
+	case wire.OpRelease:
+		return d.release(ks)
 	}
 	r := &request{
 		set:     req.Op == wire.OpSetsockopt,

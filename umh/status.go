@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"time"
 
+	"xtbpf/bpf"
 	"xtbpf/umh/wire"
 	"xtbpf/xtables"
 )
@@ -26,6 +27,11 @@ type TableStatus struct {
 	Entries   int       `json:"entries"`
 	Updated   time.Time `json:"updated,omitzero"`
 	LatencyUS int64     `json:"update_latency_us"`
+	// Links are read back from the kernel; Problem says why they or the
+	// policy counters could not be.
+	Links    []bpf.LinkInfo `json:"links"`
+	Policies []PolicyStatus `json:"policies,omitempty"`
+	Problem  string         `json:"problem,omitempty"`
 }
 
 func (d *Daemon) status(ks kernelSock) *wire.Reply {
@@ -56,8 +62,10 @@ func (f *filter) status() TableStatus {
 	if f.kernel {
 		mode = "kernel"
 	}
-	return TableStatus{Family: famName(f.fam), Table: ownedTable, Mode: mode, Reason: f.reason,
+	ts := TableStatus{Family: famName(f.fam), Table: ownedTable, Mode: mode, Reason: f.reason,
 		Rules: rules, Chains: chains, Entries: len(f.table.Entries), Updated: f.updated, LatencyUS: f.latency.Microseconds()}
+	f.addDetails(&ts)
+	return ts
 }
 
 // countRules counts what `iptables -S` would list: entries other than chain

@@ -160,9 +160,8 @@ static __always_inline int ext_hdr(__u8 nh)
 /* One step of ipv6_find_hdr(skb, &off, -1, &fragoff, NULL) with off 0. */
 static long v6_hdr_step(__u64 i, struct walk *w)
 {
-	__u8 buf[2], fbuf[2];
+	__u8 buf[4];
 	__u8 *hp;
-	__u16 *fp;
 	__u16 frag;
 	__u8 nh = w->nexthdr;
 
@@ -171,30 +170,38 @@ static long v6_hdr_step(__u64 i, struct walk *w)
 		w->p.thoff = w->start;
 		return 1;
 	}
-	hp = bpf_dynptr_slice(&w->ptr, w->start, buf, sizeof(buf));
-	if (!hp)
-		goto bad;
-	if (nh == NEXTHDR_FRAGMENT) {
-		fp = bpf_dynptr_slice(&w->ptr, w->start + 2, fbuf, sizeof(fbuf));
-		if (!fp)
+	/* The kernel reads a whole ipv6_rt_hdr, and a fragment header's
+	 * frag_off, before it looks at either: a header cut short of 4
+	 * bytes is an error even where 2 would do. */
+	if (nh == NEXTHDR_ROUTING || nh == NEXTHDR_FRAGMENT) {
+		hp = bpf_dynptr_slice(&w->ptr, w->start, buf, 4);
+		if (!hp)
 			goto bad;
-		frag = bpf_ntohs(*fp) & ~0x7;
-		if (frag) {
-			/* A later fragment: its upper layer is unknowable,
-			 * unless the next header is not an extension. */
-			if (!ext_hdr(hp[0]) || hp[0] == NEXTHDR_NONE) {
-				w->p.fragoff = frag;
-				w->p.proto = hp[0];
-				w->p.thoff = w->start;
-				return 1;
+		if (nh == NEXTHDR_FRAGMENT) {
+			frag = (((__u16)hp[2] << 8) | hp[3]) & ~0x7;
+			if (frag) {
+				/* A later fragment: its upper layer is unknowable,
+				 * unless the next header is not an extension. */
+				if (!ext_hdr(hp[0]) || hp[0] == NEXTHDR_NONE) {
+					w->p.fragoff = frag;
+					w->p.proto = hp[0];
+					w->p.thoff = w->start;
+					return 1;
+				}
+				goto bad;
 			}
-			goto bad;
+			w->start += 8;
+		} else {
+			w->start += ((__u32)hp[1] + 1) << 3;
 		}
-		w->start += 8;
-	} else if (nh == NEXTHDR_AUTH) {
-		w->start += ((__u32)hp[1] + 2) << 2;
 	} else {
-		w->start += ((__u32)hp[1] + 1) << 3;
+		hp = bpf_dynptr_slice(&w->ptr, w->start, buf, 2);
+		if (!hp)
+			goto bad;
+		if (nh == NEXTHDR_AUTH)
+			w->start += ((__u32)hp[1] + 2) << 2;
+		else
+			w->start += ((__u32)hp[1] + 1) << 3;
 	}
 	w->nexthdr = hp[0];
 	return 0;
@@ -345,9 +352,10 @@ static __always_inline int ip_match(const struct xt_rule *r, const struct pkt *p
 	return !(r->proto != 0 && !inv(r, INV_PROTO));
 }
 
+/* port_match; invert is an invflags bit, any nonzero value inverts. */
 static __always_inline int ports(const __u16 *pts, __u16 port, int invert)
 {
-	return (port >= pts[0] && port <= pts[1]) ^ invert;
+	return (port >= pts[0] && port <= pts[1]) ^ (invert != 0);
 }
 
 /* tcp_mt */
@@ -383,7 +391,8 @@ static __always_inline int udp_match(const struct xt_match *m, const struct pkt 
 	return ports(m->spts, p->sport, m->inv & 0x01) && ports(m->dpts, p->dport, m->inv & 0x02);
 }
 
-/* icmp_match / icmp6_match */
+/* icmp_match / icmp6_match: only IPv4's icmp_type_code_match takes
+ * type 0xff for any type; icmp6_type_code_match compares it as a type. */
 static __always_inline int icmp_match(const struct xt_match *m, const struct pkt *p)
 {
 	int hit;
@@ -392,7 +401,7 @@ static __always_inline int icmp_match(const struct xt_match *m, const struct pkt
 		return 0;
 	if (p->l4len < 8)
 		return -1;
-	hit = m->type == 0xff ||
+	hit = (m->type == 0xff && !p->v6) ||
 	      (p->icmp_type == m->type && p->icmp_code >= m->code_min && p->icmp_code <= m->code_max);
 	return hit ^ ((m->inv & 0x01) != 0);
 }

@@ -33,9 +33,19 @@ type exitCode int
 func (c exitCode) Error() string { return fmt.Sprintf("exit status %d", int(c)) }
 
 func init() {
-	register("help", "list the subcommands", func([]string) error {
-		usage(os.Stdout)
-		return nil
+	register("help", "list the subcommands, or explain one: help [SUBCOMMAND]", func(args []string) error {
+		if len(args) == 0 {
+			usage(os.Stdout)
+			return nil
+		}
+		sc, ok := subcommands[args[0]]
+		if !ok || args[0] == "help" {
+			usage(os.Stdout)
+			return nil
+		}
+		// Every subcommand parses its flags with the flag package, whose
+		// --help prints the usage and the flags.
+		return sc.run([]string{"--help"})
 	})
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -21,8 +22,15 @@ func status(args []string) error {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	socket := fs.String("socket", defaultSocket(), "xtbpfd's socket")
 	asJSON := fs.Bool("json", false, "print JSON")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: xtbpf status [--socket PATH] [--json]\n\nFor the caller's network namespace, per family: whether the filter table runs\nin BPF or in the kernel's xtables (and why), its rules and chains, the\nlinks the program is attached with, the last update and its latency, and\nwhat each policy decided.\n\nflags:")
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
-		return err
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return exitCode(2)
 	}
 	rep, err := wire.Call(*socket, &wire.Request{Op: wire.OpStatus})
 	if err != nil {
@@ -57,5 +65,32 @@ func printStatus(w io.Writer, st umh.Status) error {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%dµs\t%s\n", t.Family, t.Table, t.Mode, t.Rules, t.Chains, updated, t.LatencyUS, t.Reason)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, t := range st.Tables {
+		printDetails(w, t)
+	}
+	return nil
+}
+
+// printDetails shows what the kernel holds for one table: the links the
+// program hangs on and, while BPF runs it, what each policy decided.
+func printDetails(w io.Writer, t umh.TableStatus) {
+	fmt.Fprintf(w, "\n%s %s:\n", t.Family, t.Table)
+	if len(t.Links) == 0 {
+		fmt.Fprintln(w, "  no link attached")
+	}
+	for _, l := range t.Links {
+		fmt.Fprintf(w, "  link %d: program %d at %s, priority %d\n", l.ID, l.Program, l.Hook, l.Priority)
+	}
+	for _, p := range t.Policies {
+		fmt.Fprintf(w, "  policy %s %s: %d packets, %d bytes\n", p.Chain, p.Policy, p.Packets, p.Bytes)
+	}
+	if t.Mode == "kernel" {
+		fmt.Fprintln(w, "  the program passes every packet; the kernel's xtables filters (counters: iptables -L -v)")
+	}
+	if t.Problem != "" {
+		fmt.Fprintf(w, "  could not read: %s\n", t.Problem)
+	}
 }

@@ -29,6 +29,7 @@ func run() error {
 	flag.StringVar(&cfg.BPFFS, "bpffs", "/sys/fs/bpf/xtbpf", "bpffs directory where programs, maps and links are pinned")
 	flag.StringVar(&mode, "mode", string(umh.Fallback), "what to do with a filter table BPF cannot run: fallback (hand it to the kernel) or strict (refuse it)")
 	flag.StringVar(&level, "log-level", "info", "debug, info, warn or error")
+	metricsAddr := flag.String("metrics-addr", "", "serve Prometheus metrics on this address (host:port); off when empty")
 	flag.Parse()
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
@@ -42,5 +43,17 @@ func run() error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	return d.Serve(ctx, func() { cfg.Log.Info("serving", "socket", cfg.Socket, "mode", cfg.Mode) })
+	if *metricsAddr != "" {
+		addr, err := d.ServeMetrics(ctx, *metricsAddr)
+		if err != nil {
+			return err
+		}
+		cfg.Log.Info("serving metrics", "addr", addr.String())
+	}
+	return d.Serve(ctx, func() {
+		cfg.Log.Info("serving", "socket", cfg.Socket, "mode", cfg.Mode)
+		if err := umh.Notify("READY=1"); err != nil {
+			cfg.Log.Warn("tell the service manager we are ready", "err", err)
+		}
+	})
 }

@@ -1,4 +1,3 @@
-
 package differential
 
 import (
@@ -51,10 +50,27 @@ func bulk(t *testing.T) {
 	base := seed(t)
 	n, perSet := scale(t, 200), scale(t, 10000)
 	dir := bpffs(t)
+	// One data plane per family, each ruleset installed over the last as
+	// the daemon would: loading and verifying the classifier anew for
+	// every ruleset took most of the run.
+	planes := map[xtables.Family]*bpf.Table{}
+	t.Cleanup(func() {
+		for _, bt := range planes {
+			bt.Remove()
+		}
+	})
 	for i := 0; i < n; i++ {
 		s := base + int64(i)
-		rs := GenRuleset(rand.New(rand.NewSource(s)), familyOf(s))
-		bulkOne(t, dir, s, rs, perSet)
+		f := familyOf(s)
+		if planes[f] == nil {
+			bt, err := bpf.Open(filepath.Join(dir, fmt.Sprint(f)), f)
+			if err != nil {
+				t.Fatalf("bpf.Open: %v", err)
+			}
+			planes[f] = bt
+		}
+		rs := GenRuleset(rand.New(rand.NewSource(s)), f)
+		bulkOne(t, planes[f], s, rs, perSet)
 	}
 	t.Logf("seed %d: %d rulesets x %d packets: BPF verdicts and counters equal the evaluator's", base, n, perSet)
 }
@@ -71,7 +87,7 @@ func bpffs(t *testing.T) string {
 	return dir
 }
 
-func bulkOne(t *testing.T, dir string, s int64, rs *Ruleset, perSet int) {
+func bulkOne(t *testing.T, bt *bpf.Table, s int64, rs *Ruleset, perSet int) {
 	t.Helper()
 	fail := func(format string, args ...any) {
 		t.Fatalf("seed %d: %s\nruleset:\n%s", s, fmt.Sprintf(format, args...), rs.Restore())
@@ -81,16 +97,12 @@ func bulkOne(t *testing.T, dir string, s int64, rs *Ruleset, perSet int) {
 	if err != nil {
 		fail("translate.Build: %v", err)
 	}
-	bt, err := bpf.Open(dir, rs.Family)
-	if err != nil {
-		fail("bpf.Open: %v", err)
-	}
-	defer bt.Remove()
 	if _, err := bt.Install(plan); err != nil {
 		fail("Install: %v", err)
 	}
 	want := make([]uint64, len(tbl.Entries))
 	rng := rand.New(rand.NewSource(s ^ 0xb01c))
+	runs := make([]run, 0, perSet)
 	for k := 0; k < perSet; k++ {
 		p := rs.GenPacket(rng)
 		hook := Hooks[rng.Intn(3)]
@@ -110,6 +122,7 @@ func bulkOne(t *testing.T, dir string, s int64, rs *Ruleset, perSet int) {
 		for _, h := range res.Hits {
 			want[h]++
 		}
+		runs = append(runs, run{hook, pkt, res})
 	}
 	cs, err := bt.Counters()
 	if err != nil {
@@ -117,9 +130,54 @@ func bulkOne(t *testing.T, dir string, s int64, rs *Ruleset, perSet int) {
 	}
 	for i := range want {
 		if i >= len(cs) || cs[i].Packets != want[i] {
-			fail("entry %d: BPF counter %d, evaluator %d", i, counterAt(cs, i), want[i])
+			fail("entry %d: BPF counter %d, evaluator %d%s", i, counterAt(cs, i), want[i], culprit(t, bt, plan, rs.Family, runs))
 		}
 	}
+}
+
+// run is one test-run packet and the evaluator's result for it.
+type run struct {
+	hook int
+	pkt  []byte
+	res  eval.Result
+}
+
+// culprit replays runs on fresh counters, reading them after every
+// packet, and describes the first packet whose counter bumps differ from
+// the evaluator's hits.
+func culprit(t *testing.T, bt *bpf.Table, plan *translate.Plan, f xtables.Family, runs []run) string {
+	t.Helper()
+	if _, err := bt.Install(plan); err != nil {
+		return fmt.Sprintf(" (replay: %v)", err)
+	}
+	prev := make([]bpf.Counter, len(plan.Rules))
+	for k, r := range runs {
+		if _, err := bt.TestRun(r.hook, frame(f, r.hook, r.pkt)); err != nil {
+			return fmt.Sprintf(" (replay: %v)", err)
+		}
+		cs, err := bt.Counters()
+		if err != nil {
+			return fmt.Sprintf(" (replay: %v)", err)
+		}
+		want := map[int]uint64{}
+		for _, h := range r.res.Hits {
+			want[h]++
+		}
+		var bumped []string
+		differs := false
+		for i := range cs {
+			d := cs[i].Packets - prev[i].Packets
+			if d != 0 {
+				bumped = append(bumped, fmt.Sprintf("%d×%d", i, d))
+			}
+			differs = differs || d != want[i]
+		}
+		if differs {
+			return fmt.Sprintf("\nfirst differing packet #%d at hook %d: BPF bumped %v, evaluator hits %v\npacket %x", k, r.hook, bumped, r.res.Hits, r.pkt)
+		}
+		prev = cs
+	}
+	return " (a replay with per-packet counter reads found no difference)"
 }
 
 func counterAt(cs []bpf.Counter, i int) uint64 {

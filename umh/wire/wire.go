@@ -31,6 +31,9 @@ const (
 	OpGetsockopt = 1
 	OpSetsockopt = 2
 	OpStatus     = 3
+	// OpRelease hands the caller's namespace's tables back to the
+	// kernel; only `xtbpf release` sends it, never the shim.
+	OpRelease = 4
 )
 
 // Reply statuses.
@@ -88,7 +91,7 @@ func parseRequestHeader(b []byte, r *Request) (uint32, error) {
 		return 0, err
 	}
 	r.Op = native.Uint16(b[6:])
-	if r.Op < OpGetsockopt || r.Op > OpStatus {
+	if r.Op < OpGetsockopt || r.Op > OpRelease {
 		return 0, fmt.Errorf("%w: op %d", ErrProtocol, r.Op)
 	}
 	r.Level = int32(native.Uint32(b[8:]))

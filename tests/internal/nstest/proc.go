@@ -1,0 +1,106 @@
+package nstest
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Proc is a Daemon a test may kill and start again on the same socket,
+// state directory and bpffs, as a crash and a service restart would.
+type Proc struct {
+	*Daemon
+	bin, logPath string
+	cmd          *exec.Cmd
+	exited       chan error
+}
+
+// StartProc is StartDaemon for tests that stop the daemon themselves; the
+// daemon still running when the test ends is stopped then.
+func StartProc(t testing.TB, mode string) *Proc {
+	t.Helper()
+	RequireRoot(t)
+	bin := filepath.Join(RepoRoot(t), "bin")
+	for _, f := range []string{"xtbpfd", "xtbpf", "libxtbpf.so"} {
+		if _, err := os.Stat(filepath.Join(bin, f)); err != nil {
+			skipOrFatal(t, "%s not built (make build): %v", f, err)
+		}
+	}
+	dir := t.TempDir()
+	p := &Proc{
+		Daemon: &Daemon{
+			Socket:   socketPath(t, dir),
+			StateDir: filepath.Join(dir, "state"),
+			BPFFS:    mountBPFFS(t, filepath.Join(dir, "bpffs")),
+			Mode:     mode,
+			xtbpf:    filepath.Join(bin, "xtbpf"),
+		},
+		bin:     filepath.Join(bin, "xtbpfd"),
+		logPath: filepath.Join(dir, "xtbpfd.log"),
+	}
+	if err := os.Mkdir(p.StateDir, 0o700); err != nil {
+		t.Fatalf("state dir: %v", err)
+	}
+	t.Cleanup(func() {
+		if p.cmd != nil {
+			p.Stop(t, syscall.SIGTERM)
+		}
+		if t.Failed() {
+			t.Logf("xtbpfd log:\n%s", readLog(p.logPath))
+		}
+	})
+	p.Start(t)
+	return p
+}
+
+// Start runs xtbpfd (again) and returns once its socket answers.
+func (p *Proc) Start(t testing.TB) {
+	t.Helper()
+	if p.cmd != nil {
+		t.Fatalf("xtbpfd already running")
+	}
+	logf, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatalf("daemon log: %v", err)
+	}
+	cmd := exec.Command(p.bin, "--socket", p.Socket, "--state-dir", p.StateDir,
+		"--bpffs", p.BPFFS, "--mode", p.Mode, "--log-level", "debug")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		t.Fatalf("start xtbpfd: %v", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait(); logf.Close() }()
+	p.cmd, p.exited = cmd, exited
+	if err := waitSocket(p.Socket, exited); err != nil {
+		p.cmd = nil
+		t.Fatalf("xtbpfd not ready: %v\n%s", err, readLog(p.logPath))
+	}
+}
+
+// Stop sends sig and waits for the daemon to exit.
+func (p *Proc) Stop(t testing.TB, sig syscall.Signal) {
+	t.Helper()
+	if p.cmd == nil {
+		t.Fatalf("xtbpfd not running")
+	}
+	p.cmd.Process.Signal(sig)
+	select {
+	case <-p.exited:
+	case <-time.After(10 * time.Second):
+		t.Errorf("xtbpfd ignored signal %v for 10s; killing it", sig)
+		p.cmd.Process.Kill()
+		<-p.exited
+	}
+	p.cmd = nil
+}
+
+// PID is the running daemon's process id.
+func (p *Proc) PID() int { return p.cmd.Process.Pid }
+
+// Log is what the daemon has printed so far.
+func (p *Proc) Log() string { return readLog(p.logPath) }
