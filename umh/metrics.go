@@ -51,8 +51,11 @@ func newMetrics(d *Daemon) *metrics {
 // opName names a request by what the iptables binary asked, so a metric
 // reads like the call it counts.
 func opName(req *wire.Request) string {
-	if req.Op == wire.OpStatus {
+	switch req.Op {
+	case wire.OpStatus:
 		return "STATUS"
+	case wire.OpRelease:
+		return "RELEASE"
 	}
 	fam, ok := family(int(req.Level))
 	if !ok {

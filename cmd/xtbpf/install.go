@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 
 	"xtbpf/install"
-	"xtbpf/umh"
 )
 
 func init() {
@@ -71,18 +70,12 @@ func uninstallCmd(args []string) error {
 	if err != nil {
 		return err
 	}
-	var st *umh.Status
+	// Only this namespace's tables go back: other namespaces (containers)
+	// must each run xtbpf release first, or keep filtering from the pins.
 	if o.Root == "/" {
-		st, err = install.Handback(o)
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "xtbpf uninstall: no tables handed back: %v\n", err)
+		if err := install.Release(o); err != nil {
+			return fmt.Errorf("%w; nothing removed", err)
 		}
 	}
-	if err := install.Uninstall(o); err != nil {
-		return err
-	}
-	if st != nil {
-		return install.RemovePins(o, st, "/sys/fs/bpf/xtbpf", "/var/lib/xtbpf")
-	}
-	return nil
+	return install.Uninstall(o)
 }

@@ -117,7 +117,11 @@ func Run(ctx context.Context, cfg Config) (res *Results, err error) {
 			err = errors.Join(err, fmt.Errorf("teardown: %w", terr))
 		}
 	}()
+	// 0 rules is the baseline of memory per rule and of several targets.
 	counts := slices.Clone(cfg.Counts)
+	if !slices.Contains(counts, 0) {
+		counts = append(counts, 0)
+	}
 	sort.Ints(counts)
 	res = &Results{Machine: probeMachine(), Start: time.Now(), Quick: cfg.Quick, Backends: cfg.Backends,
 		Counts: counts, Warmup: cfg.Warmup, Duration: cfg.Duration, Ceiling: map[Path]float64{}}

@@ -166,7 +166,7 @@ func (w *memWalk) addProg(p *ebpf.Program) error {
 // all their keys, empty slots too; those lookups fail with ErrKeyNotExist
 // and are skipped.
 func eachValue(m *ebpf.Map, f func(key []byte) error) error {
-	var key []byte
+	var key any // nil asks for the first key
 	for {
 		next, err := m.NextKeyBytes(key)
 		if err != nil {

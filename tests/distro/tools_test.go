@@ -103,7 +103,7 @@ func TestNetfilterPersistent(t *testing.T) {
 	lookTool(t, filepath.Join(nfpDir, "usr/sbin/netfilter-persistent"))
 	p := newPair(t, "nfp")
 	for _, tw := range []*twin{p.kernel, p.xtbpf} {
-		tw.bind("/etc/iptables", t.TempDir())
+		tw.writableEtc(t)
 		tw.listen(t, 22, 80)
 	}
 	// The package is unpacked, not installed, so its plugin directory is
@@ -119,7 +119,8 @@ func TestNetfilterPersistent(t *testing.T) {
 	if err := os.WriteFile(nfp, front, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	p.both(t, `iptables -P INPUT DROP
+	p.both(t, `mkdir -p /etc/iptables
+iptables -P INPUT DROP
 iptables -A INPUT -i lo -j ACCEPT
 iptables -A INPUT -p tcp --dport 22 -j ACCEPT
 iptables -N web
@@ -127,7 +128,7 @@ iptables -A web -s 10.77.0.0/24 -j ACCEPT
 iptables -A INPUT -p tcp --dport 80 -j web
 ip6tables -A INPUT -p tcp --dport 22 -j DROP`)
 	p.where(t, "rules loaded")
-	p.both(t, nfp+" save >/dev/null && cat /etc/iptables/rules.v4 /etc/iptables/rules.v6 | grep -v '^#'")
+	p.both(t, "mkdir -p /etc/iptables && "+nfp+" save >/dev/null && cat /etc/iptables/rules.v4 /etc/iptables/rules.v6 | grep -v '^#'")
 	p.both(t, "iptables -P INPUT ACCEPT && iptables -F && iptables -X && ip6tables -F")
 	p.sameVerdicts(t, "flush", 22, 80, 8080)
 	p.both(t, nfp+" reload >/dev/null")

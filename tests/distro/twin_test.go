@@ -35,7 +35,8 @@ type twin struct {
 	client *nstest.NS
 	env    []string
 	// binds are target→source bind mounts made before every command.
-	binds [][2]string
+	binds   [][2]string
+	overlay string
 }
 
 // pair holds the two twins and the daemon serving the xtbpf one.
@@ -125,11 +126,27 @@ func alternatives(t *testing.T, targets map[string]string) string {
 // host path) to every later command of the twin.
 func (tw *twin) bind(target, source string) { tw.binds = append(tw.binds, [2]string{target, source}) }
 
+// writableEtc gives the twin a private writable /etc (an overlay whose
+// changes land in a temp dir), for tools whose files have no place on
+// this host, like /etc/iptables of the uninstalled iptables-persistent.
+// It goes under the bind mounts, which would otherwise be hidden.
+func (tw *twin) writableEtc(t *testing.T) {
+	dir := t.TempDir()
+	upper, work := filepath.Join(dir, "upper"), filepath.Join(dir, "work")
+	for _, d := range []string{upper, work} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tw.overlay = fmt.Sprintf("mount -t overlay overlay -o lowerdir=/etc,upperdir=%s,workdir=%s /etc\n", upper, work)
+}
+
 // sh runs script with sh -e in the twin's namespace, behind its private
 // mounts.
 func (tw *twin) sh(t *testing.T, script string) nstest.Result {
 	t.Helper()
 	var pre strings.Builder
+	pre.WriteString(tw.overlay)
 	for _, b := range tw.binds {
 		fmt.Fprintf(&pre, "mount --bind %q %q\n", b[1], b[0])
 	}
@@ -153,6 +170,9 @@ func (tw *twin) must(t *testing.T, script string) string {
 func (p *pair) both(t *testing.T, script string) string {
 	t.Helper()
 	k, x := p.kernel.sh(t, script), p.xtbpf.sh(t, script)
+	if k.Code != 0 {
+		t.Fatalf("%q fails on the kernel's xtables (exit %d):\n%s%s", script, k.Code, k.Stdout, k.Stderr)
+	}
 	if k.Code != x.Code || k.Stdout != x.Stdout {
 		t.Fatalf("%q differs:\nkernel (exit %d):\n%s%s\nxtbpf (exit %d):\n%s%s", script, k.Code, k.Stdout, k.Stderr, x.Code, x.Stdout, x.Stderr)
 	}
