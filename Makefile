@@ -4,6 +4,8 @@ GO ?= go
 BIN := bin
 APT_PKGS := iptables clang llvm libbpf-dev bpftool netsniff-ng iproute2 iperf3 iputils-ping ufw fail2ban
 NEED_CMDS := iptables-legacy clang llvm-strip bpftool trafgen ip ping ufw fail2ban-client
+# policy-rc.d keeps the services of ufw and fail2ban from starting: they
+# would change the firewall of the machine's own namespace.
 # iptables-persistent conflicts with ufw, so tests/distro runs its plugins
 # from the unpacked packages instead of installing them.
 NFP_DIR := /var/cache/xtbpf/netfilter-persistent
@@ -18,7 +20,9 @@ deps:
 	[ -f /usr/include/bpf/bpf_helpers.h ] || missing=1; \
 	if [ $$missing = 1 ]; then \
 		echo "installing $(APT_PKGS)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PKGS) >/dev/null; \
+		guard=; [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; guard=1; }; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PKGS) >/dev/null; rc=$$?; \
+		[ -z "$$guard" ] || rm -f /usr/sbin/policy-rc.d; [ $$rc = 0 ]; \
 	fi
 	@mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
 	@[ -x $(NFP_DIR)/usr/sbin/netfilter-persistent ] || { \
