@@ -11,7 +11,7 @@ NEED_CMDS := iptables-legacy clang llvm-strip bpftool trafgen ip ping ufw fail2b
 NFP_DIR := /var/cache/xtbpf/netfilter-persistent
 PREFIX ?= /usr
 
-.PHONY: all deps build generate test fuzz demo clean install FORCE
+.PHONY: all deps build generate test fuzz demo bench clean install FORCE
 
 all: build
 
@@ -68,6 +68,12 @@ fuzz:
 
 demo: deps build
 	scripts/demo.sh
+
+# Side-by-side numbers for iptables-legacy, iptables-nft and xtbpf, in scratch
+# namespaces (~12 min; BENCH_FLAGS=--quick for a few).
+BENCH_FLAGS ?=
+bench: deps build
+	$(BIN)/xtbpf bench --out docs/benchmarks.md $(BENCH_FLAGS)
 
 # DESTDIR stages the install (absolute path); the alternatives are then
 # registered inside it, never on this host.

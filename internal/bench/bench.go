@@ -77,7 +77,7 @@ type MemPoint struct {
 // ProgPoint is the BPF program's mean cost per packet at LOCAL_IN, in
 // nanoseconds, for each flow.
 type ProgPoint struct {
-	Rules          int
+	Rules            int
 	LastNS, PolicyNS uint32
 }
 

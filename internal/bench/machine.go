@@ -56,7 +56,8 @@ func procField(path, key, sep string) string {
 }
 
 func firstLine(argv ...string) string {
-	out, err := exec.Command(argv[0], argv[1:]...).Output()
+	// trafgen prints its version on stderr.
+	out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
 	if err != nil {
 		return ""
 	}

@@ -203,6 +203,8 @@ func fmtMS(d time.Duration) string {
 
 func fmtBytes(b float64) string {
 	switch {
+	case math.Abs(b) >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", b/(1<<30))
 	case math.Abs(b) >= 1<<20:
 		return fmt.Sprintf("%.1f MiB", b/(1<<20))
 	case math.Abs(b) >= 1<<10:
@@ -211,15 +213,25 @@ func fmtBytes(b float64) string {
 	return fmt.Sprintf("%.0f B", b)
 }
 
-// table writes a markdown table.
+// table writes a markdown table, numbers right-aligned after the first
+// column.
 func table(w io.Writer, header []string, rows [][]string) {
+	writeTable(w, header, rows, "---:")
+}
+
+// textTable left-aligns every column.
+func textTable(w io.Writer, header []string, rows [][]string) {
+	writeTable(w, header, rows, "---")
+}
+
+func writeTable(w io.Writer, header []string, rows [][]string, align string) {
 	line := func(cells []string) { fmt.Fprintf(w, "| %s |\n", strings.Join(cells, " | ")) }
 	line(header)
 	sep := make([]string, len(header))
 	for i := range sep {
 		sep[i] = "---"
 		if i > 0 {
-			sep[i] = "---:"
+			sep[i] = align
 		}
 	}
 	fmt.Fprintf(w, "|%s|\n", strings.Join(sep, "|"))
@@ -243,7 +255,7 @@ func (r *Results) WriteMarkdown(w io.Writer, plot string) {
 
 	fmt.Fprintf(w, "## Machine\n\n")
 	m := r.Machine
-	table(w, []string{"", ""}, [][]string{
+	textTable(w, []string{"", ""}, [][]string{
 		{"CPU", fmt.Sprintf("%s, %d CPUs (nproc)", orDash(m.CPU), m.CPUs)},
 		{"memory", fmtBytes(float64(m.MemBytes))},
 		{"kernel", orDash(m.Kernel)},
@@ -385,7 +397,7 @@ func (r *Results) writeTargets(w io.Writer) {
 		}
 		rows = append(rows, []string{t.Name, val, verdict([]float64{t.Value}, func(v float64) bool { return v <= t.AtMost })})
 	}
-	table(w, []string{"target", "xtbpf", "verdict"}, rows)
+	textTable(w, []string{"target", "xtbpf", "verdict"}, rows)
 }
 
 // notes explain the misses from the numbers themselves: a back end at the
