@@ -27,7 +27,7 @@ type Table struct {
 
 // innerSpecs are the templates Install sizes its per-plan maps from.
 type innerSpecs struct {
-	rules, exts, counters, stack *ebpf.MapSpec
+	rules, counters, stack *ebpf.MapSpec
 }
 
 const progPin = "xtbpf_filter"
@@ -48,7 +48,6 @@ func Open(dir string, f xtables.Family) (*Table, error) {
 	}
 	t := &Table{dir: dir, family: f, inner: innerSpecs{
 		rules:    spec.Maps[classifierMapRules].InnerMap,
-		exts:     spec.Maps[classifierMapExts].InnerMap,
 		counters: spec.Maps[classifierMapCounters].InnerMap,
 		stack:    spec.Maps[classifierMapStacks].InnerMap,
 	}}
@@ -89,15 +88,14 @@ func (t *Table) load(spec *ebpf.CollectionSpec) error {
 
 var mapNames = []string{
 	classifierMapActive, classifierMapBusy, classifierMapCounters,
-	classifierMapMeta, classifierMapRules, classifierMapExts, classifierMapStacks,
+	classifierMapMeta, classifierMapRules, classifierMapStacks,
 }
 
 func (t *Table) loadPinnedMaps() error {
 	dst := map[string]**ebpf.Map{
 		classifierMapActive: &t.maps.Active, classifierMapBusy: &t.maps.Busy,
 		classifierMapCounters: &t.maps.Counters, classifierMapMeta: &t.maps.Meta,
-		classifierMapRules: &t.maps.Rules, classifierMapExts: &t.maps.Exts,
-		classifierMapStacks: &t.maps.Stacks,
+		classifierMapRules: &t.maps.Rules, classifierMapStacks: &t.maps.Stacks,
 	}
 	for name, m := range dst {
 		pinned, err := ebpf.LoadPinnedMap(filepath.Join(t.dir, name), nil)

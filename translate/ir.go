@@ -75,40 +75,14 @@ const (
 	MatchTCP MatchKind = iota + 1
 	MatchUDP
 	MatchICMP // icmp (IPv4) and icmp6 (IPv6) share semantics
-	MatchState
-	MatchConntrack
-	MatchMultiport
-	MatchIPRange
-	MatchMark
-	MatchPktType
-	MatchLength
-	MatchTTL // ttl (IPv4) and hl (IPv6)
-	MatchTOS // tos and dscp, as a masked compare of the TOS/traffic class byte
-	MatchECN
 )
 
 // Match is one match extension with its decoded payload.
 type Match struct {
-	Kind      MatchKind
-	TCP       xtables.TCPInfo       // MatchTCP
-	UDP       xtables.UDPInfo       // MatchUDP
-	ICMP      xtables.ICMPInfo      // MatchICMP
-	State     uint32                // MatchState: xt_conntrack state bits to accept
-	Conntrack xtables.ConntrackInfo // MatchConntrack
-	Multiport xtables.MultiportInfo // MatchMultiport
-	IPRange   xtables.IPRangeInfo   // MatchIPRange
-	Mark      xtables.MarkInfo      // MatchMark
-	PktType   xtables.PktTypeInfo   // MatchPktType
-	Length    xtables.LengthInfo    // MatchLength
-	TTL       xtables.TTLInfo       // MatchTTL
-	// MatchTOS: (byte & Mask) == Value, inverted by Invert.
-	TOS xtables.TOSInfo
-	ECN xtables.ECNInfo // MatchECN
-}
-
-// NeedsConntrack says whether the match reads the packet's conntrack entry.
-func (m *Match) NeedsConntrack() bool {
-	return m.Kind == MatchState || m.Kind == MatchConntrack
+	Kind MatchKind
+	TCP  xtables.TCPInfo  // MatchTCP
+	UDP  xtables.UDPInfo  // MatchUDP
+	ICMP xtables.ICMPInfo // MatchICMP
 }
 
 // VerdictKind is what a matching rule does.
