@@ -86,10 +86,12 @@ func race(t *testing.T, b nstest.Backend, ns *nstest.NS) (rules, retries, reads 
 		go func() {
 			defer rd.Done()
 			for {
+				// Paced, so the readers sample the whole run rather than
+				// queue the writers behind them.
 				select {
 				case <-done:
 					return
-				default:
+				case <-time.After(20 * time.Millisecond):
 				}
 				// Readers keep out of the writers' lock, so they race the
 				// replaces: libiptc retries a read whose GET_ENTRIES
