@@ -14,8 +14,10 @@ import (
 )
 
 // cmdTimeout bounds every command: a hung daemon must fail a test, not the
-// whole `go test` run at its global timeout.
-const cmdTimeout = 2 * time.Minute
+// whole `go test` run at its global timeout. It is generous because one
+// command may be a whole script, such as a writer of the concurrency test
+// doing 200 updates serialised behind seven others on a loaded machine.
+const cmdTimeout = 6 * time.Minute
 
 // NS is a network namespace owned by one test.
 type NS struct {
