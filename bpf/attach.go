@@ -37,6 +37,9 @@ func linkPin(h link.NetfilterInetHook) string {
 // LOCAL_IN, FORWARD and LOCAL_OUT and pins the links. Links already
 // pinned are kept, so a restarted daemon can call it again.
 func (t *Table) Attach(ns *os.File) error {
+	if err := t.attachedNS(ns); err != nil {
+		return err
+	}
 	for _, h := range hooks {
 		path := filepath.Join(t.dir, linkPin(h))
 		if _, err := os.Stat(path); err == nil {

@@ -13,6 +13,24 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type classifierXtExt struct {
+	_           structs.HostLayout
+	Addr        [8][4]uint32
+	Expires     [2]uint32
+	Lo          [16]uint16
+	Hi          [16]uint16
+	MatchFlags  uint16
+	InvertFlags uint16
+	StateMask   uint16
+	StatusMask  uint16
+	L4proto     uint16
+	Count       uint8
+	Flags       uint8
+	Invert      uint8
+	Pad         [5]uint8
+	_           [2]byte
+}
+
 type classifierXtMatch struct {
 	_       structs.HostLayout
 	Kind    uint8
@@ -25,6 +43,9 @@ type classifierXtMatch struct {
 	CodeMax uint8
 	Spts    [2]uint16
 	Dpts    [2]uint16
+	Arg     [2]uint32
+	Ext     uint32
+	Pad     uint32
 }
 
 type classifierXtMeta struct {
@@ -65,10 +86,12 @@ const (
 	classifierMapActive       = "active"
 	classifierMapBusy         = "busy"
 	classifierMapCounters     = "counters"
+	classifierMapExts         = "exts"
 	classifierMapMeta         = "meta"
 	classifierMapRules        = "rules"
 	classifierMapStacks       = "stacks"
 	classifierProgXtbpfFilter = "xtbpf_filter"
+	classifierVarUnusedExt    = "unused_ext"
 	classifierVarUnusedRule   = "unused_rule"
 )
 
@@ -124,6 +147,7 @@ type classifierMapSpecs struct {
 	Active   *ebpf.MapSpec `ebpf:"active"`
 	Busy     *ebpf.MapSpec `ebpf:"busy"`
 	Counters *ebpf.MapSpec `ebpf:"counters"`
+	Exts     *ebpf.MapSpec `ebpf:"exts"`
 	Meta     *ebpf.MapSpec `ebpf:"meta"`
 	Rules    *ebpf.MapSpec `ebpf:"rules"`
 	Stacks   *ebpf.MapSpec `ebpf:"stacks"`
@@ -133,6 +157,7 @@ type classifierMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type classifierVariableSpecs struct {
+	UnusedExt  *ebpf.VariableSpec `ebpf:"unused_ext"`
 	UnusedRule *ebpf.VariableSpec `ebpf:"unused_rule"`
 }
 
@@ -159,6 +184,7 @@ type classifierMaps struct {
 	Active   *ebpf.Map `ebpf:"active"`
 	Busy     *ebpf.Map `ebpf:"busy"`
 	Counters *ebpf.Map `ebpf:"counters"`
+	Exts     *ebpf.Map `ebpf:"exts"`
 	Meta     *ebpf.Map `ebpf:"meta"`
 	Rules    *ebpf.Map `ebpf:"rules"`
 	Stacks   *ebpf.Map `ebpf:"stacks"`
@@ -169,6 +195,7 @@ func (m *classifierMaps) Close() error {
 		m.Active,
 		m.Busy,
 		m.Counters,
+		m.Exts,
 		m.Meta,
 		m.Rules,
 		m.Stacks,
@@ -179,6 +206,7 @@ func (m *classifierMaps) Close() error {
 //
 // It can be passed to loadClassifierObjects or ebpf.CollectionSpec.LoadAndAssign.
 type classifierVariables struct {
+	UnusedExt  *ebpf.Variable `ebpf:"unused_ext"`
 	UnusedRule *ebpf.Variable `ebpf:"unused_rule"`
 }
 

@@ -19,11 +19,11 @@ const membarrierCmdGlobal = 1
 
 // generation is one of the two slots of the outer maps and of meta.
 type generation struct {
-	rules, counters, stack *ebpf.Map
+	rules, exts, counters, stack *ebpf.Map
 }
 
 func (g *generation) close() {
-	for _, m := range []*ebpf.Map{g.rules, g.counters, g.stack} {
+	for _, m := range []*ebpf.Map{g.rules, g.exts, g.counters, g.stack} {
 		if m != nil {
 			m.Close()
 		}
@@ -43,6 +43,15 @@ func (t *Table) Install(p *translate.Plan) ([]Counter, error) {
 		return nil, err
 	}
 	next := cur ^ 1
+	var was classifierXtMeta
+	if err := t.maps.Meta.Lookup(cur, &was); err != nil {
+		return nil, fmt.Errorf("install: read meta: %w", err)
+	}
+	if p.Conntrack {
+		if err := t.holdConntrack(true); err != nil {
+			return nil, fmt.Errorf("install: %w", err)
+		}
+	}
 	if err := t.fill(next, p); err != nil {
 		return nil, fmt.Errorf("install: %w", err)
 	}
@@ -51,6 +60,11 @@ func (t *Table) Install(p *translate.Plan) ([]Counter, error) {
 	}
 	if err := waitForReaders(); err != nil {
 		return nil, fmt.Errorf("install: %w", err)
+	}
+	if !p.Conntrack && was.Flags&metaConntrack != 0 {
+		if err := t.holdConntrack(false); err != nil {
+			return nil, fmt.Errorf("install: %w", err)
+		}
 	}
 	old, err := t.countersOf(cur)
 	if err != nil {
@@ -62,7 +76,7 @@ func (t *Table) Install(p *translate.Plan) ([]Counter, error) {
 // fill builds generation g's maps for p and publishes them in the
 // outer maps and meta; packets do not look at g until it is flipped in.
 func (t *Table) fill(g uint32, p *translate.Plan) error {
-	rules, err := rulesOf(p)
+	rules, exts, err := rulesOf(p)
 	if err != nil {
 		return err
 	}
@@ -71,7 +85,7 @@ func (t *Table) fill(g uint32, p *translate.Plan) error {
 	if err != nil {
 		return err
 	}
-	gen, err := t.newGeneration(cpus*max(len(rules), 1), cpus*int(m.Depth)*stackSlots)
+	gen, err := t.newGeneration(cpus*max(len(rules), 1), max(len(exts), 1), cpus*int(m.Depth)*stackSlots)
 	if err != nil {
 		return err
 	}
@@ -85,9 +99,18 @@ func (t *Table) fill(g uint32, p *translate.Plan) error {
 			return fmt.Errorf("write rules: %w", err)
 		}
 	}
+	if len(exts) > 0 {
+		keys := make([]uint32, len(exts))
+		for i := range keys {
+			keys[i] = uint32(i)
+		}
+		if _, err := gen.exts.BatchUpdate(keys, exts, nil); err != nil {
+			return fmt.Errorf("write match payloads: %w", err)
+		}
+	}
 	for _, pub := range []struct {
 		outer, inner *ebpf.Map
-	}{{t.maps.Rules, gen.rules}, {t.maps.Counters, gen.counters}, {t.maps.Stacks, gen.stack}} {
+	}{{t.maps.Rules, gen.rules}, {t.maps.Exts, gen.exts}, {t.maps.Counters, gen.counters}, {t.maps.Stacks, gen.stack}} {
 		if err := pub.outer.Put(g, pub.inner); err != nil {
 			return fmt.Errorf("publish generation %d: %w", g, err)
 		}
@@ -98,13 +121,14 @@ func (t *Table) fill(g uint32, p *translate.Plan) error {
 	return nil
 }
 
-func (t *Table) newGeneration(entries, frames int) (*generation, error) {
+func (t *Table) newGeneration(entries, exts, frames int) (*generation, error) {
 	var g generation
 	for _, x := range []struct {
 		spec *ebpf.MapSpec
 		size int
 		dst  **ebpf.Map
-	}{{t.inner.rules, entries, &g.rules}, {t.inner.counters, entries, &g.counters}, {t.inner.stack, frames, &g.stack}} {
+	}{{t.inner.rules, entries, &g.rules}, {t.inner.exts, exts, &g.exts},
+		{t.inner.counters, entries, &g.counters}, {t.inner.stack, frames, &g.stack}} {
 		spec := x.spec.Copy()
 		spec.MaxEntries = uint32(x.size)
 		m, err := ebpf.NewMap(spec)

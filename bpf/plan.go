@@ -12,6 +12,7 @@ const (
 	metaInstalled   = 0x01
 	metaPassthrough = 0x02
 	metaTCPOptions  = 0x04
+	metaConntrack   = 0x08
 
 	ruleCheckProto = 0x01
 	ruleFrag       = 0x02
@@ -26,6 +27,10 @@ var verdictKinds = map[translate.VerdictKind]uint8{
 
 var matchKinds = map[translate.MatchKind]uint8{
 	translate.MatchTCP: 1, translate.MatchUDP: 2, translate.MatchICMP: 3,
+	translate.MatchState: 4, translate.MatchConntrack: 5, translate.MatchMultiport: 6,
+	translate.MatchIPRange: 7, translate.MatchMark: 8, translate.MatchPktType: 9,
+	translate.MatchLength: 10, translate.MatchTTL: 11, translate.MatchTOS: 12,
+	translate.MatchECN: 13,
 }
 
 func metaOf(p *translate.Plan) classifierXtMeta {
@@ -36,6 +41,9 @@ func metaOf(p *translate.Plan) classifierXtMeta {
 	if p.TCPOptions {
 		m.Flags |= metaTCPOptions
 	}
+	if p.Conntrack {
+		m.Flags |= metaConntrack
+	}
 	for h, hp := range p.Hooks {
 		if hp.Valid {
 			m.Hooks |= 1 << h
@@ -45,17 +53,20 @@ func metaOf(p *translate.Plan) classifierXtMeta {
 	return m
 }
 
-func rulesOf(p *translate.Plan) ([]classifierXtRule, error) {
+// rulesOf encodes the rule records and, in a second array the records
+// point into, the payloads too large for a rule's match slot.
+func rulesOf(p *translate.Plan) ([]classifierXtRule, []classifierXtExt, error) {
 	out := make([]classifierXtRule, len(p.Rules))
+	var exts []classifierXtExt
 	for i := range p.Rules {
-		if err := encodeRule(&out[i], &p.Rules[i]); err != nil {
-			return nil, fmt.Errorf("encode entry %d: %w", i, err)
+		if err := encodeRule(&out[i], &exts, &p.Rules[i]); err != nil {
+			return nil, nil, fmt.Errorf("encode entry %d: %w", i, err)
 		}
 	}
-	return out, nil
+	return out, exts, nil
 }
 
-func encodeRule(dst *classifierXtRule, r *translate.PlanRule) error {
+func encodeRule(dst *classifierXtRule, exts *[]classifierXtExt, r *translate.PlanRule) error {
 	if len(r.Matches) > len(dst.M) {
 		return fmt.Errorf("%d matches, room for %d", len(r.Matches), len(dst.M))
 	}
@@ -83,12 +94,22 @@ func encodeRule(dst *classifierXtRule, r *translate.PlanRule) error {
 	dst.Nmatch = uint8(len(r.Matches))
 	for i, m := range r.Matches {
 		dst.M[i] = encodeMatch(&m)
+		if x, ok := encodeExt(&m); ok {
+			dst.M[i].Ext = uint32(len(*exts))
+			*exts = append(*exts, x)
+		}
 	}
 	return nil
 }
 
 func encodeMatch(m *translate.Match) classifierXtMatch {
 	out := classifierXtMatch{Kind: matchKinds[m.Kind]}
+	b2u := func(b bool) uint8 {
+		if b {
+			return 1
+		}
+		return 0
+	}
 	switch m.Kind {
 	case translate.MatchTCP:
 		t := &m.TCP
@@ -98,8 +119,59 @@ func encodeMatch(m *translate.Match) classifierXtMatch {
 		out.Inv, out.Spts, out.Dpts = m.UDP.InvFlags, m.UDP.SrcPorts, m.UDP.DstPorts
 	case translate.MatchICMP:
 		out.Inv, out.Type, out.CodeMin, out.CodeMax = m.ICMP.InvFlags, m.ICMP.Type, m.ICMP.Code[0], m.ICMP.Code[1]
+	case translate.MatchState:
+		out.Arg[0] = m.State
+	case translate.MatchMark:
+		out.Arg, out.Inv = [2]uint32{m.Mark.Mark, m.Mark.Mask}, b2u(m.Mark.Invert != 0)
+	case translate.MatchPktType:
+		out.Arg = [2]uint32{uint32(m.PktType.PktType), uint32(m.PktType.Invert)}
+	case translate.MatchLength:
+		out.Spts, out.Inv = [2]uint16{m.Length.Min, m.Length.Max}, b2u(m.Length.Invert != 0)
+	case translate.MatchTTL:
+		out.Arg = [2]uint32{uint32(m.TTL.Mode), uint32(m.TTL.Value)}
+	case translate.MatchTOS:
+		out.Arg, out.Inv = [2]uint32{uint32(m.TOS.Mask), uint32(m.TOS.Value)}, b2u(m.TOS.Invert != 0)
+	case translate.MatchECN:
+		out.Arg, out.Inv = [2]uint32{uint32(m.ECN.Operation), uint32(m.ECN.IPECT)}, m.ECN.Invert
 	}
 	return out
+}
+
+// encodeExt lays out the payloads that live in the xt_ext array.
+func encodeExt(m *translate.Match) (classifierXtExt, bool) {
+	var x classifierXtExt
+	switch m.Kind {
+	case translate.MatchConntrack:
+		c := &m.Conntrack
+		for i, a := range []*[16]byte{&c.OrigSrc, &c.OrigSrcMask, &c.OrigDst, &c.OrigDstMask,
+			&c.ReplSrc, &c.ReplSrcMask, &c.ReplDst, &c.ReplDstMask} {
+			words32(&x.Addr[i], a)
+		}
+		x.Expires = [2]uint32{c.ExpiresMin, c.ExpiresMax}
+		for i, p := range [][2]uint16{c.OrigSrcPort, c.OrigDstPort, c.ReplSrcPort, c.ReplDstPort} {
+			x.Lo[i], x.Hi[i] = p[0], p[1]
+		}
+		x.MatchFlags, x.InvertFlags = c.MatchFlags, c.InvertFlags
+		x.StateMask, x.StatusMask, x.L4proto = c.StateMask, c.StatusMask, c.L4Proto
+	case translate.MatchMultiport:
+		mp := &m.Multiport
+		for _, r := range translate.MultiportRanges(mp) {
+			x.Lo[x.Count], x.Hi[x.Count] = r[0], r[1]
+			x.Count++
+		}
+		x.Flags, x.Invert = mp.Flags, mp.Invert
+	case translate.MatchIPRange:
+		r := &m.IPRange
+		for i, a := range []*[16]byte{&r.SrcMin, &r.SrcMax, &r.DstMin, &r.DstMax} {
+			for w := range x.Addr[i] {
+				x.Addr[i][w] = binary.BigEndian.Uint32(a[4*w:])
+			}
+		}
+		x.Flags = r.Flags
+	default:
+		return x, false
+	}
+	return x, true
 }
 
 func words32(dst *[4]uint32, b *[16]byte) {

@@ -23,11 +23,12 @@ type Table struct {
 	prog   *ebpf.Program
 	maps   classifierMaps
 	inner  innerSpecs
+	ns     *os.File // the namespace Attach hooked into, nil before
 }
 
 // innerSpecs are the templates Install sizes its per-plan maps from.
 type innerSpecs struct {
-	rules, counters, stack *ebpf.MapSpec
+	rules, exts, counters, stack *ebpf.MapSpec
 }
 
 const progPin = "xtbpf_filter"
@@ -48,6 +49,7 @@ func Open(dir string, f xtables.Family) (*Table, error) {
 	}
 	t := &Table{dir: dir, family: f, inner: innerSpecs{
 		rules:    spec.Maps[classifierMapRules].InnerMap,
+		exts:     spec.Maps[classifierMapExts].InnerMap,
 		counters: spec.Maps[classifierMapCounters].InnerMap,
 		stack:    spec.Maps[classifierMapStacks].InnerMap,
 	}}
@@ -88,14 +90,15 @@ func (t *Table) load(spec *ebpf.CollectionSpec) error {
 
 var mapNames = []string{
 	classifierMapActive, classifierMapBusy, classifierMapCounters,
-	classifierMapMeta, classifierMapRules, classifierMapStacks,
+	classifierMapMeta, classifierMapRules, classifierMapExts, classifierMapStacks,
 }
 
 func (t *Table) loadPinnedMaps() error {
 	dst := map[string]**ebpf.Map{
 		classifierMapActive: &t.maps.Active, classifierMapBusy: &t.maps.Busy,
 		classifierMapCounters: &t.maps.Counters, classifierMapMeta: &t.maps.Meta,
-		classifierMapRules: &t.maps.Rules, classifierMapStacks: &t.maps.Stacks,
+		classifierMapRules: &t.maps.Rules, classifierMapExts: &t.maps.Exts,
+		classifierMapStacks: &t.maps.Stacks,
 	}
 	for name, m := range dst {
 		pinned, err := ebpf.LoadPinnedMap(filepath.Join(t.dir, name), nil)
@@ -111,6 +114,9 @@ func (t *Table) loadPinnedMaps() error {
 // Close releases this process's handles; the pins keep filtering alive.
 func (t *Table) Close() error {
 	err := t.maps.Close()
+	if t.ns != nil {
+		t.ns.Close()
+	}
 	if cerr := t.prog.Close(); err == nil {
 		err = cerr
 	}
@@ -123,7 +129,7 @@ func (t *Table) Remove() error {
 	for _, h := range hooks {
 		errs = append(errs, removePin(filepath.Join(t.dir, linkPin(h))))
 	}
-	errs = append(errs, t.Close())
+	errs = append(errs, t.holdConntrack(false), t.Close())
 	errs = append(errs, removePin(filepath.Join(t.dir, progPin)))
 	for _, name := range mapNames {
 		errs = append(errs, removePin(filepath.Join(t.dir, name)))

@@ -4,6 +4,8 @@
 package translate
 
 import (
+	"encoding/binary"
+
 	"xtbpf/xtables"
 )
 
@@ -75,14 +77,40 @@ const (
 	MatchTCP MatchKind = iota + 1
 	MatchUDP
 	MatchICMP // icmp (IPv4) and icmp6 (IPv6) share semantics
+	MatchState
+	MatchConntrack
+	MatchMultiport
+	MatchIPRange
+	MatchMark
+	MatchPktType
+	MatchLength
+	MatchTTL // ttl (IPv4) and hl (IPv6)
+	MatchTOS // tos and dscp, as a masked compare of the TOS/traffic class byte
+	MatchECN
 )
 
 // Match is one match extension with its decoded payload.
 type Match struct {
-	Kind MatchKind
-	TCP  xtables.TCPInfo  // MatchTCP
-	UDP  xtables.UDPInfo  // MatchUDP
-	ICMP xtables.ICMPInfo // MatchICMP
+	Kind      MatchKind
+	TCP       xtables.TCPInfo       // MatchTCP
+	UDP       xtables.UDPInfo       // MatchUDP
+	ICMP      xtables.ICMPInfo      // MatchICMP
+	State     uint32                // MatchState: xt_conntrack state bits to accept
+	Conntrack xtables.ConntrackInfo // MatchConntrack
+	Multiport xtables.MultiportInfo // MatchMultiport
+	IPRange   xtables.IPRangeInfo   // MatchIPRange
+	Mark      xtables.MarkInfo      // MatchMark
+	PktType   xtables.PktTypeInfo   // MatchPktType
+	Length    xtables.LengthInfo    // MatchLength
+	TTL       xtables.TTLInfo       // MatchTTL
+	// MatchTOS: (byte & Mask) == Value, inverted by Invert.
+	TOS xtables.TOSInfo
+	ECN xtables.ECNInfo // MatchECN
+}
+
+// NeedsConntrack says whether the match reads the packet's conntrack entry.
+func (m *Match) NeedsConntrack() bool {
+	return m.Kind == MatchState || m.Kind == MatchConntrack
 }
 
 // VerdictKind is what a matching rule does.
@@ -103,4 +131,30 @@ const (
 type Verdict struct {
 	Kind   VerdictKind
 	Target int // entry index (Jump, Goto)
+}
+
+// MultiportRanges is the walk of ports_match_v1: a port, or with its
+// pflags set a range up to the next port. A range starting at the last
+// port ends at ports[count], and past the array the kernel reads the
+// first two pflags bytes. Empty ranges (start above end) never match
+// and are left out.
+func MultiportRanges(m *xtables.MultiportInfo) [][2]uint16 {
+	at := func(i int) uint16 {
+		if i < len(m.Ports) {
+			return m.Ports[i]
+		}
+		return binary.NativeEndian.Uint16(m.PFlags[:2])
+	}
+	var out [][2]uint16
+	for i := 0; i < int(m.Count) && i < len(m.Ports); i++ {
+		s, e := m.Ports[i], m.Ports[i]
+		if m.PFlags[i] != 0 {
+			i++
+			e = at(i)
+		}
+		if s <= e {
+			out = append(out, [2]uint16{s, e})
+		}
+	}
+	return out
 }

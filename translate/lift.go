@@ -85,7 +85,9 @@ func (l *lifter) rule(c *Chain, i int) (*Rule, error) {
 		if err != nil {
 			return nil, &Unsupported{Chain: c.Name, Rule: r.Pos, Extension: m.Name, Reason: err.Error(), what: "match"}
 		}
-		r.Matches = append(r.Matches, im)
+		if im.Kind != 0 {
+			r.Matches = append(r.Matches, im)
+		}
 	}
 	v, err := l.verdict(e, i)
 	if err != nil {
@@ -193,7 +195,8 @@ func verdictName(v int32) string {
 }
 
 func liftMatch(f xtables.Family, m *xtables.Match) (Match, error) {
-	if m.Revision != 0 {
+	rev := map[string]uint8{"conntrack": m.Revision, "multiport": 1, "iprange": 1, "mark": 1, "tos": 1}[m.Name]
+	if m.Revision != rev {
 		return Match{}, fmt.Errorf("revision %d not translated", m.Revision)
 	}
 	switch {
@@ -206,8 +209,71 @@ func liftMatch(f xtables.Family, m *xtables.Match) (Match, error) {
 	case m.Name == "icmp" && f == xtables.IPv4, m.Name == "icmp6" && f == xtables.IPv6:
 		info, ok := infoOf[xtables.ICMPInfo](m.Info)
 		return Match{Kind: MatchICMP, ICMP: info}, okOrUndecoded(ok)
+	case m.Name == "state":
+		info, ok := infoOf[xtables.StateInfo](m.Info)
+		return Match{Kind: MatchState, State: stateBits(info.StateMask)}, okOrUndecoded(ok)
+	case m.Name == "conntrack":
+		info, ok := infoOf[xtables.ConntrackInfo](m.Info)
+		return liftConntrack(f, info), okOrUndecoded(ok)
+	case m.Name == "multiport":
+		info, ok := infoOf[xtables.MultiportInfo](m.Info)
+		return Match{Kind: MatchMultiport, Multiport: info}, okOrUndecoded(ok)
+	case m.Name == "iprange":
+		info, ok := infoOf[xtables.IPRangeInfo](m.Info)
+		if f == xtables.IPv4 { // iprange_mt4 reads .ip alone
+			for _, a := range []*[16]byte{&info.SrcMin, &info.SrcMax, &info.DstMin, &info.DstMax} {
+				clear(a[4:])
+			}
+		}
+		return Match{Kind: MatchIPRange, IPRange: info}, okOrUndecoded(ok)
+	case m.Name == "mark":
+		info, ok := infoOf[xtables.MarkInfo](m.Info)
+		return Match{Kind: MatchMark, Mark: info}, okOrUndecoded(ok)
+	case m.Name == "pkttype":
+		info, ok := infoOf[xtables.PktTypeInfo](m.Info)
+		return Match{Kind: MatchPktType, PktType: info}, okOrUndecoded(ok)
+	case m.Name == "length":
+		info, ok := infoOf[xtables.LengthInfo](m.Info)
+		return Match{Kind: MatchLength, Length: info}, okOrUndecoded(ok)
+	case m.Name == "ttl" && f == xtables.IPv4, m.Name == "hl" && f == xtables.IPv6:
+		info, ok := infoOf[xtables.TTLInfo](m.Info)
+		return Match{Kind: MatchTTL, TTL: info}, okOrUndecoded(ok)
+	case m.Name == "tos":
+		info, ok := infoOf[xtables.TOSInfo](m.Info)
+		return Match{Kind: MatchTOS, TOS: info}, okOrUndecoded(ok)
+	case m.Name == "dscp":
+		// dscp_mt compares the DSCP field, the TOS byte's upper six bits.
+		info, ok := infoOf[xtables.DSCPInfo](m.Info)
+		return Match{Kind: MatchTOS, TOS: xtables.TOSInfo{Mask: 0xfc, Value: info.DSCP << 2, Invert: info.Invert}}, okOrUndecoded(ok)
+	case m.Name == "ecn":
+		info, ok := infoOf[xtables.ECNInfo](m.Info)
+		return Match{Kind: MatchECN, ECN: info}, okOrUndecoded(ok)
+	case m.Name == "comment":
+		// comment always matches; the lifter drops it.
+		return Match{}, nil
 	}
 	return Match{}, fmt.Errorf("not translated")
+}
+
+// stateBits maps xt_state's state mask onto xt_conntrack's bits, which
+// agree but for UNTRACKED (xt_state puts it where xt_conntrack has SNAT).
+func stateBits(mask uint32) uint32 {
+	bits := mask & (xtables.StateInvalid | xtables.StateEstablished | xtables.StateRelated | xtables.StateNew)
+	if mask&xtables.StateUntracked != 0 {
+		bits |= xtables.CTStateUntracked
+	}
+	return bits
+}
+
+// liftConntrack keeps only what conntrack_mt reads: IPv4 compares the
+// first address word alone, so the rest of each mask is cleared.
+func liftConntrack(f xtables.Family, c xtables.ConntrackInfo) Match {
+	if f == xtables.IPv4 {
+		for _, a := range []*[16]byte{&c.OrigSrcMask, &c.OrigDstMask, &c.ReplSrcMask, &c.ReplDstMask} {
+			clear(a[4:])
+		}
+	}
+	return Match{Kind: MatchConntrack, Conntrack: c}
 }
 
 // infoOf accepts a decoded payload by value or by pointer.

@@ -25,6 +25,9 @@ type Plan struct {
 	// TCPOptions says some rule matches --tcp-option, so packets need
 	// their TCP options parsed.
 	TCPOptions bool
+	// Conntrack says some rule reads the packet's conntrack entry: the
+	// namespace must track connections, and packets need their entry read.
+	Conntrack bool
 }
 
 // PlanHook is a hook's entry point and underflow (policy) entry index.
@@ -88,6 +91,9 @@ func (p *Plan) place(c *Chain, r *Rule) error {
 	for _, m := range r.Matches {
 		if m.Kind == MatchTCP && m.TCP.Option != 0 {
 			p.TCPOptions = true
+		}
+		if m.NeedsConntrack() {
+			p.Conntrack = true
 		}
 	}
 	p.Rules[r.Index] = PlanRule{IP: r.IP, Matches: r.Matches, Verdict: r.Verdict.Kind, Target: uint32(r.Verdict.Target)}

@@ -247,6 +247,17 @@ var translatedRevisions = map[revisionKey]uint8{
 	{xtables.IPv6, false, "icmp6"}: 0,
 }
 
+func init() {
+	for _, f := range []xtables.Family{xtables.IPv4, xtables.IPv6} {
+		for name, rev := range map[string]uint8{"state": 0, "conntrack": 3, "multiport": 1, "comment": 0,
+			"iprange": 1, "mark": 1, "pkttype": 0, "length": 0, "tos": 1, "dscp": 0, "ecn": 0} {
+			translatedRevisions[revisionKey{f, false, name}] = rev
+		}
+	}
+	translatedRevisions[revisionKey{xtables.IPv4, false, "ttl"}] = 0
+	translatedRevisions[revisionKey{xtables.IPv6, false, "hl"}] = 0
+}
+
 // getRevision answers as xt_find_revision does: the best revision when
 // the asked one exists, EPROTONOSUPPORT when only others do.
 // revisionOpt recognises the revision queries, whose numbers differ by

@@ -29,6 +29,9 @@ func checkMatch(f Family, e *Entry, m *Match) error {
 	}
 	x := matchExts[extKey{f, m.Name, m.Revision}]
 	if x == nil {
+		if unspecMatches[m.Name] {
+			return errorf(unix.EPROTOTYPE, "no revision %d", m.Revision)
+		}
 		if ownedMatches[m.Name] {
 			return errorf(unix.ENOENT, "no revision %d in this family", m.Revision)
 		}
@@ -38,10 +41,13 @@ func checkMatch(f Family, e *Entry, m *Match) error {
 	if len(payload) != xtAlign(x.size) {
 		return errorf(unix.EINVAL, "payload of %d bytes, want %d", len(payload), xtAlign(x.size))
 	}
-	if x.proto != e.IP.Proto || e.IP.InvFlags&InvProto != 0 {
+	if x.hooks != 0 && e.Comefrom&^x.hooks != 0 {
+		return errorf(unix.EINVAL, "not valid from hooks %#x", e.Comefrom&^x.hooks)
+	}
+	if x.proto != 0 && (x.proto != e.IP.Proto || e.IP.InvFlags&InvProto != 0) {
 		return errorf(unix.EINVAL, "only valid for protocol %d", x.proto)
 	}
-	return x.check(decodeInfo(x, payload))
+	return x.check(decodeInfo(x, payload), e)
 }
 
 func checkTarget(t *Target) error {

@@ -6,11 +6,13 @@ import "golang.org/x/sys/unix"
 // targetsize, before XT_ALIGN), the protocol its rule must name (0 for
 // any), and how to decode, encode and check it.
 type ext struct {
-	size   int
-	proto  uint16
+	size  int
+	proto uint16
+	// hooks are the hooks the extension may be reached from (0: any).
+	hooks  uint32
 	decode func(b []byte) any
 	encode func(info any, b []byte)
-	check  func(info any) error
+	check  func(info any, e *Entry) error
 }
 
 // extKey names an extension as the kernel looks it up: family, name and
@@ -28,9 +30,22 @@ var matchExts = map[extKey]*ext{}
 // an extension to leave to the kernel.
 var ownedMatches = map[string]bool{}
 
+// unspecMatches are the owned matches the kernel registers for
+// NFPROTO_UNSPEC: a revision it lacks is EPROTOTYPE ("found something")
+// rather than the ENOENT of a family-specific miss, because
+// xt_find_match's answer is that of its last, family-independent search.
+var unspecMatches = map[string]bool{}
+
 func registerMatch(f Family, name string, rev uint8, x *ext) {
 	matchExts[extKey{f, name, rev}] = x
 	ownedMatches[name] = true
+}
+
+// registerUnspecMatch registers a family-independent match.
+func registerUnspecMatch(name string, rev uint8, x *ext) {
+	registerMatch(IPv4, name, rev, x)
+	registerMatch(IPv6, name, rev, x)
+	unspecMatches[name] = true
 }
 
 // decodeInfo decodes a payload whose length is exactly what the extension

@@ -30,7 +30,7 @@ func encodeTCP(info any, b []byte) {
 	b[8], b[9], b[10], b[11] = t.Option, t.FlagMask, t.FlagCmp, t.InvFlags
 }
 
-func checkTCP(info any) error {
+func checkTCP(info any, _ *Entry) error {
 	return checkInvFlags("tcp", info.(*TCPInfo).InvFlags, TCPInvMask)
 }
 
@@ -55,7 +55,7 @@ func encodeUDP(info any, b []byte) {
 	b[8] = u.InvFlags
 }
 
-func checkUDP(info any) error {
+func checkUDP(info any, _ *Entry) error {
 	return checkInvFlags("udp", info.(*UDPInfo).InvFlags, UDPInvMask)
 }
 
@@ -71,6 +71,6 @@ func encodeICMP(info any, b []byte) {
 	b[0], b[1], b[2], b[3] = i.Type, i.Code[0], i.Code[1], i.InvFlags
 }
 
-func checkICMP(info any) error {
+func checkICMP(info any, _ *Entry) error {
 	return checkInvFlags("icmp", info.(*ICMPInfo).InvFlags, ICMPInv)
 }

@@ -8,6 +8,41 @@ struct net_device {
 
 struct sk_buff {
 	unsigned int len;
+	__u8 pkt_type:3;
+	__u32 mark;
+	unsigned long _nfct;
+} __attribute__((preserve_access_index));
+
+union nf_inet_addr {
+	__u32 all[4];
+} __attribute__((preserve_access_index));
+
+struct nf_conntrack_man {
+	union nf_inet_addr u3;
+	union {
+		__be16 all;
+	} u;
+} __attribute__((preserve_access_index));
+
+struct nf_conntrack_tuple {
+	struct nf_conntrack_man src;
+	struct {
+		union nf_inet_addr u3;
+		union {
+			__be16 all;
+		} u;
+		__u8 protonum;
+	} dst;
+} __attribute__((preserve_access_index));
+
+struct nf_conntrack_tuple_hash {
+	struct nf_conntrack_tuple tuple;
+} __attribute__((preserve_access_index));
+
+struct nf_conn {
+	__u32 timeout;
+	struct nf_conntrack_tuple_hash tuplehash[2];
+	unsigned long status;
 } __attribute__((preserve_access_index));
 
 struct nf_hook_state {

@@ -6,6 +6,7 @@
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_core_read.h>
 
 #include "kernel.h"
 #include "xtbpf.h"
@@ -24,10 +25,21 @@
 #define NEXTHDR_NONE 59
 #define NEXTHDR_DEST 60
 
+#define IP_CT_IS_REPLY 3
+#define IP_CT_UNTRACKED 7
+#define NFCT_INFOMASK 7UL
+#define PACKET_LOOPBACK 5
+#define PACKET_BROADCAST 1
+#define PACKET_MULTICAST 2
+
 char _license[] SEC("license") = "GPL";
+
+/* nf_ct_expires counts in jiffies; xt_conntrack reports seconds. */
+extern unsigned int CONFIG_HZ __kconfig;
 
 /* Puts the record types into BTF, which bpf2go turns into Go types. */
 const struct xt_rule *unused_rule __attribute__((unused));
+const struct xt_ext *unused_ext __attribute__((unused));
 
 /* Which generation packets use; flipped by one write on install. */
 struct {
@@ -76,12 +88,27 @@ struct stack_array {
 	__uint(value_size, sizeof(__u32));
 };
 
+struct ext_array {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_INNER_MAP);
+	__uint(max_entries, 1);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(struct xt_ext));
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
 	__uint(max_entries, 2);
 	__type(key, __u32);
 	__array(values, struct rule_array);
 } rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__array(values, struct ext_array);
+} exts SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
@@ -107,6 +134,14 @@ struct {
 	__type(value, __u32);
 } busy SEC(".maps");
 
+/* What nf_ct_get says of the packet, for plans that look at it; the
+ * entry's fields are read by the matches that need them. */
+struct ct {
+	__u64 conn;	/* struct nf_conn *, 0 for none */
+	__u16 statebit;	/* XT_CONNTRACK_STATE_* of the packet, NAT bits aside */
+	__u8 reply;	/* CTINFO2DIR is IP_CT_DIR_REPLY */
+};
+
 /* The packet, parsed once. */
 struct pkt {
 	__u32 src[4];
@@ -127,12 +162,19 @@ struct pkt {
 	__u8 icmp_type;
 	__u8 icmp_code;
 	__u8 opts_bad;	/* the options could not be read */
+	__u8 ttl;	/* IPv4 ttl, IPv6 hop limit */
+	__u8 tos;	/* IPv4 tos, IPv6 traffic class */
+	__u16 iplen;	/* xt_length's length: tot_len, or payload_len + 40 */
+	__u8 pkttype;	/* skb->pkt_type */
+	__u32 mark;
+	struct ct ct;
 };
 
 struct walk {
 	struct bpf_dynptr ptr;
 	struct pkt p;
 	void *rules;
+	void *exts;
 	void *counters;
 	void *stack;
 	__u32 *busy;
@@ -260,9 +302,15 @@ static __always_inline void parse_l4(struct walk *w, int tcpopt)
 		w->p.l4len = 20;
 	} else {
 		h = bpf_dynptr_slice(&w->ptr, w->p.thoff, buf, 8);
-		if (!h)
-			return;
-		w->p.l4len = 8;
+		if (h) {
+			w->p.l4len = 8;
+		} else {
+			/* multiport reads only the two ports. */
+			h = bpf_dynptr_slice(&w->ptr, w->p.thoff, buf, 4);
+			if (!h)
+				return;
+			w->p.l4len = 4;
+		}
 	}
 	w->p.sport = ((__u16)h[0] << 8) | h[1];
 	w->p.dport = ((__u16)h[2] << 8) | h[3];
@@ -286,6 +334,9 @@ static __always_inline int parse_v4(struct walk *w)
 	__builtin_memcpy(&w->p.src[0], ip + 12, 4);
 	__builtin_memcpy(&w->p.dst[0], ip + 16, 4);
 	w->p.proto = ip[9];
+	w->p.tos = ip[1];
+	w->p.ttl = ip[8];
+	w->p.iplen = ((__u16)ip[2] << 8) | ip[3];
 	w->p.fragoff = (((__u16)ip[6] << 8) | ip[7]) & 0x1fff;
 	w->p.thoff = (ip[0] & 0x0f) * 4;
 	return 0;
@@ -301,6 +352,10 @@ static __always_inline int parse_v6(struct walk *w)
 	__builtin_memcpy(w->p.src, ip + 8, 16);
 	__builtin_memcpy(w->p.dst, ip + 24, 16);
 	w->p.v6 = 1;
+	w->p.tos = (ip[0] << 4) | (ip[1] >> 4);
+	w->p.ttl = ip[7];
+	/* u16 arithmetic, as length_mt6 does it: a jumbo-sized length wraps. */
+	w->p.iplen = (((__u16)ip[4] << 8) | ip[5]) + 40;
 	w->nexthdr = ip[6];
 	w->start = 40;
 	w->p.proto = -1;
@@ -406,8 +461,246 @@ static __always_inline int icmp_match(const struct xt_match *m, const struct pkt
 	return hit ^ ((m->inv & 0x01) != 0);
 }
 
-static __always_inline int ext_match(const struct xt_match *m, const struct pkt *p)
+/* ((have ^ want) & mask) == 0, conntrack_addrcmp */
+static __always_inline int addr_eq_masked(const __u32 *have, const __u32 *want, const __u32 *mask)
 {
+	return (((have[0] ^ want[0]) & mask[0]) | ((have[1] ^ want[1]) & mask[1]) |
+		((have[2] ^ want[2]) & mask[2]) | ((have[3] ^ want[3]) & mask[3])) == 0;
+}
+
+static __always_inline const struct nf_conntrack_tuple *ct_tuple(const struct nf_conn *ct, int dir)
+{
+	return &ct->tuplehash[dir].tuple;
+}
+
+/* The entry's address i: orig src, orig dst, repl src, repl dst. */
+static __always_inline void ct_addr(const struct nf_conn *ct, int i, __u32 *a)
+{
+	const struct nf_conntrack_tuple *t = ct_tuple(ct, i >> 1);
+
+	bpf_probe_read_kernel(a, 16, i & 1 ? &t->dst.u3 : &t->src.u3);
+}
+
+static __always_inline __u16 ct_port(const struct nf_conn *ct, int i)
+{
+	const struct nf_conntrack_tuple *t = ct_tuple(ct, i >> 1);
+	__be16 port = 0;
+
+	bpf_probe_read_kernel(&port, 2, i & 1 ? &t->dst.u.all : &t->src.u.all);
+	return bpf_ntohs(port);
+}
+
+/* conntrack_mt of xt_conntrack.c */
+static __always_inline int conntrack_match(const struct xt_ext *x, const struct ct *c)
+{
+	const struct nf_conn *ct = (const struct nf_conn *)c->conn;
+	__u16 flags = x->match_flags, inv = x->invert_flags;
+	__u32 statebit = c->statebit, timeout = 0, a[4];
+	unsigned long status = 0;
+	__u8 proto = 0;
+	__s32 left;
+
+	if (ct)
+		bpf_probe_read_kernel(&status, sizeof(status), &ct->status);
+	if (flags & 0x0001) {
+		/* IPS_SRC_NAT, IPS_DST_NAT */
+		if (status & (1 << 4))
+			statebit |= 1 << 6;
+		if (status & (1 << 5))
+			statebit |= 1 << 7;
+		if (!!(x->state_mask & statebit) ^ !(inv & 0x0001))
+			return 0;
+	}
+	if (!ct)
+		return (flags & 0x0001) != 0;
+	if ((flags & 0x1000) && ((!c->reply) ^ !(inv & 0x1000)))
+		return 0;
+	for (int i = 0; i < 4; i++) {
+		__u16 bit = 0x0004 << i;
+
+		if (!(flags & bit))
+			continue;
+		ct_addr(ct, i, a);
+		if (addr_eq_masked(a, x->addr[2 * i], x->addr[2 * i + 1]) ^ !(inv & bit))
+			return 0;
+	}
+	if (flags & 0x0002) {
+		bpf_probe_read_kernel(&proto, 1, &ct->tuplehash[0].tuple.dst.protonum);
+		if ((proto == x->l4proto) ^ !(inv & 0x0002))
+			return 0;
+	}
+	for (int i = 0; i < 4; i++) {
+		__u16 bit = 0x0100 << i, port;
+
+		if (!(flags & bit))
+			continue;
+		port = ct_port(ct, i);
+		if (!((port >= x->lo[i] && port <= x->hi[i]) ^ !!(inv & bit)))
+			return 0;
+	}
+	if ((flags & 0x0040) && (!!(x->status_mask & status) ^ !(inv & 0x0040)))
+		return 0;
+	if (flags & 0x0080) {
+		/* nf_ct_expires: (s32)(timeout - (u32)jiffies), at least 0 */
+		bpf_probe_read_kernel(&timeout, sizeof(timeout), &ct->timeout);
+		left = (__s32)(timeout - (__u32)bpf_jiffies64());
+		left = left > 0 ? (__u32)left / CONFIG_HZ : 0;
+		if (((__u32)left >= x->expires[0] && (__u32)left <= x->expires[1]) ^ !(inv & 0x0080))
+			return 0;
+	}
+	return 1;
+}
+
+static __always_inline int in_range(__u16 port, __u16 lo, __u16 hi)
+{
+	return (__u16)(port - lo) <= (__u16)(hi - lo);
+}
+
+/* multiport_mt: ports_match_v1 over ranges the loader has resolved. */
+static __always_inline int multiport_match(const struct xt_ext *x, const struct pkt *p)
+{
+	int want_src = x->flags != 1, want_dst = x->flags != 0, inv = x->invert != 0;
+
+	if (p->fragoff)
+		return 0;
+	if (p->l4len < 4)
+		return -1;
+	for (int i = 0; i < 15; i++) {
+		if (i >= x->count)
+			break;
+		if ((want_src & in_range(p->sport, x->lo[i], x->hi[i])) |
+		    (want_dst & in_range(p->dport, x->lo[i], x->hi[i])))
+			return !inv;
+	}
+	return inv;
+}
+
+/* iprange_ipv6_lt's order between a packet address and a bound in
+ * host-order words: -1, 0 or 1. IPv4 uses the first word only, the others
+ * being zero on both sides. */
+static __always_inline int addr_cmp(const __u32 *pkt, const __u32 *bound)
+{
+	for (int i = 0; i < 4; i++) {
+		__u32 x = bpf_ntohl(pkt[i]);
+
+		if (x != bound[i])
+			return x < bound[i] ? -1 : 1;
+	}
+	return 0;
+}
+
+/* iprange_mt4 / iprange_mt6 */
+static __always_inline int iprange_match(const struct xt_ext *x, const struct pkt *p)
+{
+	if (x->flags & 0x01) {
+		if ((addr_cmp(p->src, x->addr[0]) < 0 || addr_cmp(p->src, x->addr[1]) > 0) ^ !!(x->flags & 0x10))
+			return 0;
+	}
+	if (x->flags & 0x02) {
+		if ((addr_cmp(p->dst, x->addr[2]) < 0 || addr_cmp(p->dst, x->addr[3]) > 0) ^ !!(x->flags & 0x20))
+			return 0;
+	}
+	return 1;
+}
+
+/* pkttype_mt: a looped-back packet counts as multicast (IPv4 to a class D
+ * address, every IPv6 one) or else broadcast. */
+static __always_inline int pkttype_match(const struct xt_match *m, const struct pkt *p)
+{
+	__u32 type = p->pkttype;
+
+	if (type == PACKET_LOOPBACK) {
+		if (p->v6 || (bpf_ntohl(p->dst[0]) >> 28) == 0xe)
+			type = PACKET_MULTICAST;
+		else
+			type = PACKET_BROADCAST;
+	}
+	return ((type == m->arg[0]) ^ m->arg[1]) != 0;
+}
+
+static __always_inline int ttl_match(const struct xt_match *m, const struct pkt *p)
+{
+	__u8 v = m->arg[1];
+
+	switch (m->arg[0]) {
+	case 0:
+		return p->ttl == v;
+	case 1:
+		return p->ttl != v;
+	case 2:
+		return p->ttl < v;
+	case 3:
+		return p->ttl > v;
+	}
+	return 0;
+}
+
+/* ecn_mt4 / ecn_mt6: the TCP bits are read without regard to fragments,
+ * and a header too short for them just fails the match. */
+static __always_inline int ecn_match(const struct xt_match *m, const struct pkt *p)
+{
+	__u8 op = m->arg[0], inv = m->inv;
+
+	if ((op & 0x01) && !(((p->tos & 0x03) == (__u8)m->arg[1]) ^ !!(inv & 0x01)))
+		return 0;
+	if (op & 0x30) {
+		if (p->proto < 0 || p->l4len < 20)
+			return 0;
+		if ((op & 0x10) && (!!(p->tcpflags & 0x40) == !!(inv & 0x10)))
+			return 0;
+		if ((op & 0x20) && (!!(p->tcpflags & 0x80) == !!(inv & 0x20)))
+			return 0;
+	}
+	return 1;
+}
+
+/* The matches beyond tcp, udp and icmp, as a global function: the
+ * verifier checks it once on its own rather than at every match slot of
+ * every path, and rules of the older kinds do not pay for the call. x is
+ * the match's xt_ext record for the kinds that have one. */
+__noinline int more_match(const struct xt_match *m, const struct pkt *p, const struct xt_ext *x)
+{
+	if (!m || !p)
+		return -1;
+	switch (m->kind) {
+	case MATCH_STATE:
+		return (m->arg[0] & p->ct.statebit) != 0;
+	case MATCH_MARK:
+		return ((p->mark & m->arg[1]) == m->arg[0]) ^ (m->inv != 0);
+	case MATCH_PKTTYPE:
+		return pkttype_match(m, p);
+	case MATCH_LENGTH:
+		return (p->iplen >= m->spts[0] && p->iplen <= m->spts[1]) ^ (m->inv != 0);
+	case MATCH_TTL:
+		return ttl_match(m, p);
+	case MATCH_TOS:
+		return ((p->tos & m->arg[0]) == m->arg[1]) ^ (m->inv != 0);
+	case MATCH_ECN:
+		return ecn_match(m, p);
+	}
+	if (!x)
+		return -1;
+	switch (m->kind) {
+	case MATCH_CONNTRACK:
+		return conntrack_match(x, &p->ct);
+	case MATCH_MULTIPORT:
+		return multiport_match(x, p);
+	case MATCH_IPRANGE:
+		return iprange_match(x, p);
+	}
+	return -1;
+}
+
+static __always_inline int has_ext(__u8 kind)
+{
+	return kind == MATCH_CONNTRACK || kind == MATCH_MULTIPORT || kind == MATCH_IPRANGE;
+}
+
+static __always_inline int ext_match(const struct xt_match *m, const struct pkt *p, void *exts)
+{
+	const struct xt_ext *x = NULL;
+	__u32 key;
+
 	switch (m->kind) {
 	case MATCH_TCP:
 		return tcp_match(m, p);
@@ -416,10 +709,14 @@ static __always_inline int ext_match(const struct xt_match *m, const struct pkt 
 	case MATCH_ICMP:
 		return icmp_match(m, p);
 	}
-	return -1;
+	if (has_ext(m->kind)) {
+		key = m->ext;
+		x = bpf_map_lookup_elem(exts, &key);
+	}
+	return more_match(m, p, x);
 }
 
-static __always_inline int rule_match(const struct xt_rule *r, const struct pkt *p)
+static __always_inline int rule_match(const struct xt_rule *r, const struct pkt *p, void *exts)
 {
 	int ok = ip_match(r, p);
 
@@ -428,7 +725,7 @@ static __always_inline int rule_match(const struct xt_rule *r, const struct pkt 
 	for (int i = 0; i < MAX_MATCHES; i++) {
 		if (i >= r->nmatch)
 			break;
-		ok = ext_match(&r->m[i], p);
+		ok = ext_match(&r->m[i], p, exts);
 		if (ok <= 0)
 			return ok;
 	}
@@ -513,7 +810,7 @@ static long step(__u64 i, struct walk *w)
 
 	if (!r)
 		return finish(w, NF_DROP);
-	ok = rule_match(r, &w->p);
+	ok = rule_match(r, &w->p, w->exts);
 	if (ok < 0)
 		return finish(w, NF_DROP);
 	if (!ok) {
@@ -550,13 +847,32 @@ static __always_inline void read_name(__u64 *dst, const struct net_device *dev)
 	dst[1] = n[1];
 }
 
+/* nf_ct_get: the entry is _nfct without its low bits, which are the
+ * ctinfo; no entry with ctinfo IP_CT_UNTRACKED is an untracked packet. */
+static __always_inline void read_ct(struct ct *c, const struct sk_buff *skb)
+{
+	unsigned long nfct = skb->_nfct;
+	__u32 ctinfo = nfct & NFCT_INFOMASK;
+
+	c->conn = nfct & ~NFCT_INFOMASK;
+	if (!c->conn) {
+		c->statebit = ctinfo == IP_CT_UNTRACKED ? 1 << 8 : 1 << 0;
+		return;
+	}
+	c->reply = ctinfo >= IP_CT_IS_REPLY;
+	c->statebit = 1 << (ctinfo % IP_CT_IS_REPLY + 1);
+}
+
 static __always_inline int setup(struct walk *w, struct bpf_nf_ctx *ctx, __u32 g)
 {
 	w->rules = bpf_map_lookup_elem(&rules, &g);
+	w->exts = bpf_map_lookup_elem(&exts, &g);
 	w->counters = bpf_map_lookup_elem(&counters, &g);
 	w->stack = bpf_map_lookup_elem(&stacks, &g);
-	if (!w->rules || !w->counters || !w->stack)
+	if (!w->rules || !w->exts || !w->counters || !w->stack)
 		return -1;
+	w->p.mark = ctx->skb->mark;
+	w->p.pkttype = BPF_CORE_READ_BITFIELD_PROBED(ctx->skb, pkt_type);
 	w->slot = -1;
 	w->verdict = NF_DROP;
 	w->p.len = ctx->skb->len;
@@ -590,6 +906,8 @@ int xtbpf_filter(struct bpf_nf_ctx *ctx)
 	w.cpu = bpf_get_smp_processor_id();
 	if (state->pf == NFPROTO_IPV4 ? parse_v4(&w) : parse_v6(&w))
 		return NF_DROP;
+	if (m->flags & META_CONNTRACK)
+		read_ct(&w.p.ct, ctx->skb);
 	if (w.p.proto >= 0)
 		parse_l4(&w, m->flags & META_TCPOPT);
 	w.pc = m->entry[hook];

@@ -9,6 +9,16 @@ enum match_kind {
 	MATCH_TCP = 1,
 	MATCH_UDP = 2,
 	MATCH_ICMP = 3,	/* icmp and icmp6 */
+	MATCH_STATE = 4,
+	MATCH_CONNTRACK = 5,
+	MATCH_MULTIPORT = 6,
+	MATCH_IPRANGE = 7,
+	MATCH_MARK = 8,
+	MATCH_PKTTYPE = 9,
+	MATCH_LENGTH = 10,
+	MATCH_TTL = 11,	/* ttl and hl */
+	MATCH_TOS = 12,	/* tos and dscp */
+	MATCH_ECN = 13,
 };
 
 enum verdict_kind {
@@ -36,6 +46,7 @@ enum verdict_kind {
 #define META_INSTALLED 0x01
 #define META_PASSTHROUGH 0x02
 #define META_TCPOPT 0x04
+#define META_CONNTRACK 0x08
 
 /* One match extension; which fields count depends on kind. */
 struct xt_match {
@@ -47,8 +58,35 @@ struct xt_match {
 	__u8 type;	/* icmp */
 	__u8 code_min;
 	__u8 code_max;
-	__u16 spts[2];	/* tcp, udp */
+	__u16 spts[2];	/* tcp, udp; length: min, max */
 	__u16 dpts[2];
+	/* state: xt_conntrack state bits; mark: mark, mask; pkttype: type;
+	 * ttl: mode, value; tos: mask, value; ecn: operation, ip_ect, tcp ect */
+	__u32 arg[2];
+	__u32 ext;	/* conntrack, multiport, iprange: index of the xt_ext record */
+	__u32 pad;
+};
+
+/* The payload of a match too large for xt_match, in its own map. */
+struct xt_ext {
+	/* conntrack: orig src, its mask, orig dst, mask, repl src, mask, repl
+	 * dst, mask (packet byte order); iprange: src min, max, dst min, max
+	 * (host-order words, compared word by word as iprange_ipv6_lt does) */
+	__u32 addr[8][4];
+	__u32 expires[2];
+	/* multiport: its port ranges, as ports_match_v1 walks them, empty
+	 * ones left out; conntrack: orig src, orig dst, repl src, repl dst */
+	__u16 lo[16];
+	__u16 hi[16];
+	__u16 match_flags;
+	__u16 invert_flags;
+	__u16 state_mask;
+	__u16 status_mask;
+	__u16 l4proto;
+	__u8 count;	/* multiport ranges */
+	__u8 flags;	/* multiport flags, iprange flags */
+	__u8 invert;
+	__u8 pad[5];
 };
 
 /* One table entry. Addresses and interface names keep the packet's byte

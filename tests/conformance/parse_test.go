@@ -92,10 +92,12 @@ func TestTranslatable(t *testing.T) {
 		"! -s 10.0.0.0/8 -i eth+ -p udp --dport 53":             true,
 		"-p tcp -m tcp --tcp-flags SYN,ACK SYN -j DROP":         true,
 		"-p ipv6-icmp -m icmp6 --icmpv6-type 1/0":               true,
-		"-p tcp -m multiport --dports 1,2":                      false,
-		"-m conntrack --ctstate NEW":                            false,
+		"-p tcp -m multiport --dports 1,2":                      true,
+		"-m conntrack --ctstate NEW":                            true,
+		"-p tcp -m tcp --dport 22 -m comment --comment \"a b\"": true,
 		"-j LOG --log-prefix \"x\"":                             false,
-		"-p tcp -m tcp --dport 22 -m comment --comment \"a b\"": false,
+		"-m limit --limit 1/s":                                  false,
+		"-m owner --uid-owner 0":                                false,
 	} {
 		if got := translatable(rule); got != want {
 			t.Errorf("translatable(%q) = %v, want %v", rule, got, want)

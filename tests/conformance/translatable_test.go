@@ -5,16 +5,24 @@ import (
 	"strings"
 )
 
-// The rule features issue 2 translates into BPF. An OK filter line that uses
+// The rule features issues 2 and 3 translate into BPF. An OK filter line that uses
 // nothing else must run in BPF, not fall back to the kernel.
 var (
 	bpfValueOpts = []string{"-s", "--source", "--src", "-d", "--destination", "--dst",
 		"-i", "--in-interface", "-o", "--out-interface", "-p", "--protocol",
 		"--sport", "--source-port", "--dport", "--destination-port", "--tcp-flags",
-		"--tcp-option", "--icmp-type", "--icmpv6-type"}
-	bpfFlagOpts = []string{"!", "-f", "--fragment", "--syn"}
-	bpfMatches  = []string{"tcp", "udp", "icmp", "icmp6"}
-	bpfTargets  = []string{"ACCEPT", "DROP", "RETURN"}
+		"--tcp-option", "--icmp-type", "--icmpv6-type",
+		"--state", "--ctstate", "--ctproto", "--ctorigsrc", "--ctorigdst", "--ctreplsrc", "--ctrepldst",
+		"--ctorigsrcport", "--ctorigdstport", "--ctreplsrcport", "--ctrepldstport",
+		"--ctstatus", "--ctexpire", "--ctdir",
+		"--sports", "--dports", "--ports", "--source-ports", "--destination-ports",
+		"--comment", "--src-range", "--dst-range", "--mark", "--pkt-type", "--length",
+		"--ttl-eq", "--ttl-lt", "--ttl-gt", "--hl-eq", "--hl-lt", "--hl-gt",
+		"--tos", "--dscp", "--dscp-class", "--ecn-ip-ect"}
+	bpfFlagOpts = []string{"!", "-f", "--fragment", "--syn", "--ecn-tcp-cwr", "--ecn-tcp-ece"}
+	bpfMatches  = []string{"tcp", "udp", "icmp", "icmp6", "state", "conntrack", "multiport", "comment",
+		"iprange", "mark", "pkttype", "length", "ttl", "hl", "tos", "dscp", "ecn"}
+	bpfTargets = []string{"ACCEPT", "DROP", "RETURN"}
 )
 
 // translatable reports whether a .t rule uses only translated features.

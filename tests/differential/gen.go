@@ -56,8 +56,10 @@ type Rule struct {
 	ICMPType  int // -1 none, 255 any
 	ICMPCode  int // -1 every code
 	ICMPInv   bool
-	Verb      string // "-j", "-g" or "" (no target: a counting rule)
-	Target    string
+	// Extra holds further matches, already in iptables-save syntax.
+	Extra  []string
+	Verb   string // "-j", "-g" or "" (no target: a counting rule)
+	Target string
 }
 
 // Chain is a chain and, for a built-in, its policy.
@@ -142,8 +144,66 @@ func (rs *Ruleset) genRule(rng *rand.Rand, ci int) Rule {
 		r.Frag = 1 + rng.Intn(2)
 	}
 	rs.genProto(rng, &r)
+	for rng.Intn(3) == 0 && len(r.Extra) < 3 {
+		r.Extra = append(r.Extra, rs.genExtra(rng, &r))
+	}
 	rs.genTarget(rng, ci, &r)
 	return r
+}
+
+// genExtra draws one of the stateless matches of issue 3.
+func (rs *Ruleset) genExtra(rng *rand.Rand, r *Rule) string {
+	v6 := rs.Family == xtables.IPv6
+	switch rng.Intn(8) {
+	case 0:
+		if (r.Proto == 6 || r.Proto == 17) && !r.ProtoInv {
+			opt := []string{"--sports", "--dports", "--ports"}[rng.Intn(3)]
+			var ports []string
+			for n := 1 + rng.Intn(5); len(ports) < n; {
+				p := rs.genPorts(rng)
+				if !p.set {
+					continue
+				}
+				if p.lo == p.hi {
+					ports = append(ports, fmt.Sprint(p.lo))
+				} else {
+					ports = append(ports, fmt.Sprintf("%d:%d", p.lo, p.hi))
+				}
+			}
+			return fmt.Sprintf(" -m multiport%s %s %s", not(rng.Intn(3) == 0), opt, strings.Join(ports, ","))
+		}
+		return " -m comment --comment \"x y\""
+	case 1:
+		lo, hi := rng.Intn(1600), rng.Intn(1600)
+		if lo > hi {
+			lo, hi = hi, lo
+		}
+		return fmt.Sprintf(" -m length%s --length %d:%d", not(rng.Intn(3) == 0), lo, hi)
+	case 2:
+		name, opt := "ttl", "ttl"
+		if v6 {
+			name, opt = "hl", "hl"
+		}
+		op := []string{"eq", "lt", "gt"}[rng.Intn(3)]
+		inv := op == "eq" && rng.Intn(2) == 0
+		return fmt.Sprintf(" -m %s%s --%s-%s %d", name, not(inv), opt, op, []int{0, 1, 63, 64, 65, 128, 255}[rng.Intn(7)])
+	case 3:
+		return fmt.Sprintf(" -m tos%s --tos 0x%02x/0x%02x", not(rng.Intn(3) == 0), rng.Intn(4)*4, []int{0xff, 0x3f, 0xfc, 0x0c}[rng.Intn(4)])
+	case 4:
+		return fmt.Sprintf(" -m dscp%s --dscp 0x%02x", not(rng.Intn(3) == 0), []int{0, 1, 0x2e, 0x3f}[rng.Intn(4)])
+	case 5:
+		if r.Proto == 6 && !r.ProtoInv {
+			return fmt.Sprintf(" -m ecn%s --ecn-tcp-cwr%s --ecn-tcp-ece --ecn-ip-ect %d", not(rng.Intn(2) == 0), not(rng.Intn(2) == 0), rng.Intn(4))
+		}
+		return fmt.Sprintf(" -m ecn%s --ecn-ip-ect %d", not(rng.Intn(2) == 0), rng.Intn(4))
+	case 6:
+		a := rs.pools.addrs[rng.Intn(len(rs.pools.addrs))]
+		b := append([]byte(nil), a...)
+		b[len(b)-1] = 255
+		opt := []string{"--src-range", "--dst-range"}[rng.Intn(2)]
+		return fmt.Sprintf(" -m iprange%s %s %s-%s", not(rng.Intn(3) == 0), opt, ipString(a), ipString(b))
+	}
+	return " -m comment --comment c"
 }
 
 func (rs *Ruleset) genAddr(rng *rand.Rand) addrMatch {
@@ -349,6 +409,9 @@ func (rs *Ruleset) render(r *Rule) string {
 			opt = "--icmpv6-type"
 		}
 		fmt.Fprintf(&b, " -m %s%s %s %s", r.Match, not(r.ICMPInv), opt, icmpSpec(r))
+	}
+	for _, x := range r.Extra {
+		b.WriteString(x)
 	}
 	if r.Verb != "" {
 		fmt.Fprintf(&b, " %s %s", r.Verb, r.Target)

@@ -33,10 +33,39 @@ const maxSteps = 1 << 20
 // IPv6 header first, len(pkt) playing skb->len) arriving on device in and
 // leaving by out ("" for none).
 func Run(t *xtables.Table, hook int, pkt []byte, in, out string) (Result, error) {
+	return RunWith(t, hook, pkt, in, out, Options{})
+}
+
+// Options is what the kernel knows of a packet beyond its bytes.
+type Options struct {
+	// CT is the packet's conntrack entry as nf_ct_get returns it; the zero
+	// value is no entry (INVALID).
+	CT      CT
+	Mark    uint32
+	PktType uint8 // skb->pkt_type: PACKET_HOST is 0
+}
+
+// CT is what xt_state and xt_conntrack read of a packet's conntrack entry.
+type CT struct {
+	Present   bool
+	Untracked bool  // no entry, ctinfo IP_CT_UNTRACKED
+	Info      uint8 // enum ip_conntrack_info: 0 established, 1 related, 2 new, +3 reply
+	Status    uint64
+	Expires   uint32 // nf_ct_expires / HZ, in seconds
+	Proto     uint8
+	// Orig and Repl are the tuples' src and dst addresses (4 or 16 bytes)
+	// and ports (host order).
+	OrigSrc, OrigDst, ReplSrc, ReplDst         []byte
+	OrigSPort, OrigDPort, ReplSPort, ReplDPort uint16
+}
+
+// RunWith is Run for a packet with the given conntrack entry and skb fields.
+func RunWith(t *xtables.Table, hook int, pkt []byte, in, out string, o Options) (Result, error) {
 	w, err := newWalk(t, hook, pkt, in, out)
 	if err != nil {
 		return Result{}, err
 	}
+	w.opts = o
 	return w.run()
 }
 
@@ -49,6 +78,7 @@ type walk struct {
 	stack    []int          // jump stack of entry indexes
 	maxDeep  int            // private->stacksize
 	fragoff6 int            // IPv6 acpar.fragoff, see ip6Match
+	opts     Options
 }
 
 func newWalk(t *xtables.Table, hook int, pkt []byte, in, out string) (*walk, error) {

@@ -7,9 +7,12 @@ import (
 	"xtbpf/xtables"
 )
 
-// match runs one xt_entry_match. Only revision 0 of tcp, udp, icmp (IPv4)
-// and icmp6 (IPv6) is known; anything else is an error, never a guess.
+// match runs one xt_entry_match. Only the payloads xtables decodes are
+// known; anything else is an error, never a guess.
 func (w *walk) match(m *xtables.Match, x *matchCtx) (bool, error) {
+	if ok, known := w.moreMatch(m, x); known {
+		return ok, nil
+	}
 	if m.Revision != 0 {
 		return false, fmt.Errorf("unknown match %s revision %d", m.Name, m.Revision)
 	}
