@@ -41,15 +41,34 @@ const sunPathMax = 107
 // ends, and its log is printed if the test failed.
 func StartDaemon(t testing.TB, mode string) *Daemon {
 	t.Helper()
+	d, _ := StartDaemonWith(t, mode, nil)
+	return d
+}
+
+// StartDaemonWith is StartDaemon with extra xtbpfd flags and environment
+// (e.g. --metrics-addr, NOTIFY_SOCKET); it also returns the daemon's log
+// file, where xtbpfd reports what it bound.
+func StartDaemonWith(t testing.TB, mode string, env []string, flags ...string) (*Daemon, string) {
+	t.Helper()
+	d, dir, bin := prepare(t, mode)
+	logPath := filepath.Join(dir, "xtbpfd.log")
+	d.start(t, filepath.Join(bin, "xtbpfd"), logPath, env, flags)
+	return d, logPath
+}
+
+// prepare checks that the binaries are built and lays out a daemon's
+// private socket, state directory and bpffs mount in a fresh temp dir.
+func prepare(t testing.TB, mode string) (d *Daemon, dir, bin string) {
+	t.Helper()
 	RequireRoot(t)
-	bin := filepath.Join(RepoRoot(t), "bin")
+	bin = filepath.Join(RepoRoot(t), "bin")
 	for _, f := range []string{"xtbpfd", "xtbpf", "libxtbpf.so"} {
 		if _, err := os.Stat(filepath.Join(bin, f)); err != nil {
 			skipOrFatal(t, "%s not built (make build): %v", f, err)
 		}
 	}
-	dir := t.TempDir()
-	d := &Daemon{
+	dir = t.TempDir()
+	d = &Daemon{
 		Socket:   socketPath(t, dir),
 		StateDir: filepath.Join(dir, "state"),
 		BPFFS:    mountBPFFS(t, filepath.Join(dir, "bpffs")),
@@ -59,8 +78,7 @@ func StartDaemon(t testing.TB, mode string) *Daemon {
 	if err := os.Mkdir(d.StateDir, 0o700); err != nil {
 		t.Fatalf("state dir: %v", err)
 	}
-	d.start(t, filepath.Join(bin, "xtbpfd"), filepath.Join(dir, "xtbpfd.log"))
-	return d
+	return d, dir, bin
 }
 
 // socketPath prefers the test's temp dir, which can be too long for a unix
@@ -95,14 +113,16 @@ func mountBPFFS(t testing.TB, dir string) string {
 	return dir
 }
 
-func (d *Daemon) start(t testing.TB, xtbpfd, logPath string) {
+func (d *Daemon) start(t testing.TB, xtbpfd, logPath string, env, flags []string) {
 	t.Helper()
 	logf, err := os.Create(logPath)
 	if err != nil {
 		t.Fatalf("daemon log: %v", err)
 	}
-	cmd := exec.Command(xtbpfd, "--socket", d.Socket, "--state-dir", d.StateDir,
-		"--bpffs", d.BPFFS, "--mode", d.Mode, "--log-level", "debug")
+	args := append([]string{"--socket", d.Socket, "--state-dir", d.StateDir,
+		"--bpffs", d.BPFFS, "--mode", d.Mode, "--log-level", "debug"}, flags...)
+	cmd := exec.Command(xtbpfd, args...)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()

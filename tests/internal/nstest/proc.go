@@ -22,28 +22,8 @@ type Proc struct {
 // daemon still running when the test ends is stopped then.
 func StartProc(t testing.TB, mode string) *Proc {
 	t.Helper()
-	RequireRoot(t)
-	bin := filepath.Join(RepoRoot(t), "bin")
-	for _, f := range []string{"xtbpfd", "xtbpf", "libxtbpf.so"} {
-		if _, err := os.Stat(filepath.Join(bin, f)); err != nil {
-			skipOrFatal(t, "%s not built (make build): %v", f, err)
-		}
-	}
-	dir := t.TempDir()
-	p := &Proc{
-		Daemon: &Daemon{
-			Socket:   socketPath(t, dir),
-			StateDir: filepath.Join(dir, "state"),
-			BPFFS:    mountBPFFS(t, filepath.Join(dir, "bpffs")),
-			Mode:     mode,
-			xtbpf:    filepath.Join(bin, "xtbpf"),
-		},
-		bin:     filepath.Join(bin, "xtbpfd"),
-		logPath: filepath.Join(dir, "xtbpfd.log"),
-	}
-	if err := os.Mkdir(p.StateDir, 0o700); err != nil {
-		t.Fatalf("state dir: %v", err)
-	}
+	d, dir, bin := prepare(t, mode)
+	p := &Proc{Daemon: d, bin: filepath.Join(bin, "xtbpfd"), logPath: filepath.Join(dir, "xtbpfd.log")}
 	t.Cleanup(func() {
 		if p.cmd != nil {
 			p.Stop(t, syscall.SIGTERM)
