@@ -114,13 +114,36 @@ func (tp *topo) genSent(t *testing.T, s int64, rs *Ruleset, tbl *xtables.Table, 
 		p := rs.GenPacket(rng)
 		r := tp.realize(rng, p, Hooks[rng.Intn(3)])
 		b := p.Bytes()
-		res, err := eval.Run(tbl, r.hook, b, r.in, r.out)
+		seen, ok := atHook(rs.Family, r.hook, b)
+		if !ok {
+			continue
+		}
+		res, err := eval.Run(tbl, r.hook, seen, r.in, r.out)
 		if err != nil {
 			t.Fatalf("seed %d: eval: %v\npacket %x\n%s", s, err, b, rs.Restore())
 		}
 		out = append(out, sent{r, b, res})
 	}
 	return out
+}
+
+// atHook is the packet as the hook sees it: ip_forward and ip6_forward
+// decrement the TTL / hop limit before NF_INET_FORWARD, and drop (before
+// the hook) what would expire, so such packets are not sent at all.
+func atHook(f xtables.Family, hook int, b []byte) ([]byte, bool) {
+	if hook != xtables.HookForward {
+		return b, true
+	}
+	at := 8 // iphdr.ttl
+	if f == xtables.IPv6 {
+		at = 7 // ipv6hdr.hop_limit
+	}
+	if len(b) <= at || b[at] <= 1 {
+		return nil, false
+	}
+	seen := append([]byte(nil), b...)
+	seen[at]--
+	return seen, true
 }
 
 // compare waits for the kernel's counters to reach the predicted total
