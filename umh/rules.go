@@ -33,7 +33,7 @@ type entryRef struct {
 var filterHookNames = [xtables.NumHooks]string{"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"}
 
 // layoutOf names the chain and position of every entry of t, in entry
-// order, by the same rules countRules counts them.
+// order, as `iptables -L --line-numbers` numbers them.
 func layoutOf(t *xtables.Table) []entryRef {
 	heads := map[uint32]string{}
 	policy := map[uint32]bool{}

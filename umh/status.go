@@ -2,6 +2,7 @@ package umh
 
 import (
 	"encoding/json"
+	"math/bits"
 	"time"
 
 	"xtbpf/bpf"
@@ -68,45 +69,17 @@ func (f *filter) status() TableStatus {
 	return ts
 }
 
-// countRules counts what `iptables -S` would list: entries other than chain
-// heads (ERROR), built-in policies (underflows) and the RETURN that closes
-// every user chain; chains counts built-in and user chains.
+// countRules counts what `iptables -S` lists: rules, and built-in plus
+// user chains (the final ERROR entry closes the table, not a chain).
 func countRules(t *xtables.Table) (rules, chains int) {
-	policy := map[uint32]bool{}
-	for h := 0; h < xtables.NumHooks; h++ {
-		if t.ValidHooks&(1<<h) != 0 {
-			policy[t.Underflow[h]] = true
+	chains = bits.OnesCount32(t.ValidHooks)
+	for i, ref := range layoutOf(t) {
+		switch {
+		case ref.kind == entryRule:
+			rules++
+		case t.Entries[i].Target.Name == xtables.ErrorTarget && i != len(t.Entries)-1:
 			chains++
 		}
 	}
-	for i, e := range t.Entries {
-		switch {
-		case e.Target.Name == xtables.ErrorTarget:
-			if i != len(t.Entries)-1 {
-				chains++
-			}
-		case policy[e.Offset]:
-		case i+1 < len(t.Entries) && t.Entries[i+1].Target.Name == xtables.ErrorTarget && inUserChain(t, i):
-		default:
-			rules++
-		}
-	}
 	return rules, chains
-}
-
-// inUserChain reports whether entry i belongs to a user chain: the nearest
-// chain head before it is an ERROR entry rather than a hook entry point.
-func inUserChain(t *xtables.Table, i int) bool {
-	for j := i; j >= 0; j-- {
-		e := t.Entries[j]
-		if e.Target.Name == xtables.ErrorTarget {
-			return true
-		}
-		for h := 0; h < xtables.NumHooks; h++ {
-			if t.ValidHooks&(1<<h) != 0 && t.HookEntry[h] == e.Offset {
-				return false
-			}
-		}
-	}
-	return false
 }
