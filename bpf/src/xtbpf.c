@@ -227,7 +227,11 @@ static long v6_hdr_step(__u64 i, struct walk *w)
 				if (!ext_hdr(hp[0]) || hp[0] == NEXTHDR_NONE) {
 					w->p.fragoff = frag;
 					w->p.proto = hp[0];
-					w->p.thoff = w->start;
+					/* ipv6_find_hdr returns here without
+					 * storing the offset, so the matches see
+					 * thoff 0: the ones that ignore fragments
+					 * (ecn) read the IPv6 header itself. */
+					w->p.thoff = 0;
 					return 1;
 				}
 				goto bad;
