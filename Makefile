@@ -24,7 +24,6 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PKGS) >/dev/null; rc=$$?; \
 		[ -z "$$guard" ] || rm -f /usr/sbin/policy-rc.d; [ $$rc = 0 ]; \
 	fi
-	@mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
 	@[ -x $(NFP_DIR)/usr/sbin/netfilter-persistent ] || { \
 		d=$$(mktemp -d) && chmod 755 $$d && (cd $$d && apt-get download -qq netfilter-persistent iptables-persistent) && \
 		mkdir -p $(NFP_DIR) && for f in $$d/*.deb; do dpkg-deb -x $$f $(NFP_DIR); done; rm -rf $$d; }
