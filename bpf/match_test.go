@@ -333,3 +333,22 @@ func TestICMPTypeAny(t *testing.T) {
 	wantVerdict(t, tab6, in, icmp6(255), drop)
 	wantPackets(t, tab6, map[int]uint64{0: 1, 1: 1})
 }
+
+// TestPktType: skb->pkt_type is read only when the plan asks for it, and
+// then it is the one eth_type_trans set (the test frame's destination is
+// not the device's, so PACKET_OTHERHOST, 3), as pkttype_mt reads it.
+func TestPktType(t *testing.T) {
+	tab := openTable(t, xtables.IPv4)
+	pt := func(typ int32) []xtables.Match {
+		return []xtables.Match{{Name: "pkttype", Info: &xtables.PktTypeInfo{PktType: typ}}}
+	}
+	install(t, tab, tabletest.MustFilter(xtables.IPv4,
+		tabletest.Chain{Name: "INPUT", Policy: "DROP", Rules: []tabletest.Rule{
+			{Matches: pt(0), Target: "DROP"},   // 0: PACKET_HOST
+			{Matches: pt(3), Target: "ACCEPT"}, // 1: PACKET_OTHERHOST
+		}}, // 2 policy
+	))
+	web := pkt{src: v4("192.0.2.1"), dst: v4("192.0.2.2"), proto: 6, l4: tcpHdr(1000, 80, 0x02, nil)}
+	wantVerdict(t, tab, xtables.HookLocalIn, web, accept)
+	wantPackets(t, tab, map[int]uint64{1: 1})
+}

@@ -13,6 +13,7 @@ const (
 	metaPassthrough = 0x02
 	metaTCPOptions  = 0x04
 	metaConntrack   = 0x08
+	metaSkbMeta     = 0x10
 
 	ruleCheckProto = 0x01
 	ruleFrag       = 0x02
@@ -43,6 +44,9 @@ func metaOf(p *translate.Plan) classifierXtMeta {
 	}
 	if p.Conntrack {
 		m.Flags |= metaConntrack
+	}
+	if p.SkbMeta {
+		m.Flags |= metaSkbMeta
 	}
 	for h, hp := range p.Hooks {
 		if hp.Valid {

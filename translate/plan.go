@@ -28,6 +28,9 @@ type Plan struct {
 	// Conntrack says some rule reads the packet's conntrack entry: the
 	// namespace must track connections, and packets need their entry read.
 	Conntrack bool
+	// SkbMeta says some rule reads skb->mark or skb->pkt_type, so packets
+	// need them read.
+	SkbMeta bool
 }
 
 // PlanHook is a hook's entry point and underflow (policy) entry index.
@@ -94,6 +97,9 @@ func (p *Plan) place(c *Chain, r *Rule) error {
 		}
 		if m.NeedsConntrack() {
 			p.Conntrack = true
+		}
+		if m.Kind == MatchMark || m.Kind == MatchPktType {
+			p.SkbMeta = true
 		}
 	}
 	p.Rules[r.Index] = PlanRule{IP: r.IP, Matches: r.Matches, Verdict: r.Verdict.Kind, Target: uint32(r.Verdict.Target)}

@@ -875,8 +875,6 @@ static __always_inline int setup(struct walk *w, struct bpf_nf_ctx *ctx, __u32 g
 	w->stack = bpf_map_lookup_elem(&stacks, &g);
 	if (!w->rules || !w->exts || !w->counters || !w->stack)
 		return -1;
-	w->p.mark = ctx->skb->mark;
-	w->p.pkttype = BPF_CORE_READ_BITFIELD_PROBED(ctx->skb, pkt_type);
 	w->slot = -1;
 	w->verdict = NF_DROP;
 	w->p.len = ctx->skb->len;
@@ -912,6 +910,10 @@ int xtbpf_filter(struct bpf_nf_ctx *ctx)
 		return NF_DROP;
 	if (m->flags & META_CONNTRACK)
 		read_ct(&w.p.ct, ctx->skb);
+	if (m->flags & META_SKBMETA) {
+		w.p.mark = ctx->skb->mark;
+		w.p.pkttype = BPF_CORE_READ_BITFIELD_PROBED(ctx->skb, pkt_type);
+	}
 	if (w.p.proto >= 0)
 		parse_l4(&w, m->flags & META_TCPOPT);
 	w.pc = m->entry[hook];

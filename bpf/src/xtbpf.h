@@ -47,6 +47,7 @@ enum verdict_kind {
 #define META_PASSTHROUGH 0x02
 #define META_TCPOPT 0x04
 #define META_CONNTRACK 0x08
+#define META_SKBMETA 0x10
 
 /* One match extension; which fields count depends on kind. */
 struct xt_match {
