@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"syscall"
 
 	"xtbpf/umh/wire"
 )
@@ -23,14 +22,10 @@ func Release(o Options) error {
 		fmt.Fprintln(o.Out, "xtbpfd is not running: nothing to hand back")
 		return nil
 	}
-	rep, err := wire.Call(o.Socket, &wire.Request{Op: wire.OpRelease})
+	released, err := wire.Release(o.Socket)
 	if err != nil {
 		return fmt.Errorf("ask xtbpfd to release the tables: %w", err)
 	}
-	if rep.Err != 0 {
-		return fmt.Errorf("xtbpfd release: %w", syscall.Errno(rep.Err))
-	}
-	released := string(rep.Payload)
 	if released == "" {
 		released = "no table"
 	}

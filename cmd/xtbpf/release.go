@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"syscall"
 
 	"xtbpf/internal/netns"
 	"xtbpf/umh/wire"
@@ -25,18 +24,15 @@ func release(args []string) error {
 	call := func() error {
 		// The daemon acts on the namespace of the socket wire.Call makes,
 		// which is the calling thread's.
-		rep, err := wire.Call(*socket, &wire.Request{Op: wire.OpRelease})
+		released, err := wire.Release(*socket)
 		if err != nil {
 			return err
 		}
-		if rep.Err != 0 {
-			return fmt.Errorf("xtbpfd: %w", syscall.Errno(rep.Err))
-		}
-		if len(rep.Payload) == 0 {
+		if released == "" {
 			fmt.Println("nothing to release: xtbpf holds no table in this namespace")
 			return nil
 		}
-		fmt.Printf("released to the kernel's xtables: %s\n", rep.Payload)
+		fmt.Printf("released to the kernel's xtables: %s\n", released)
 		return nil
 	}
 	if *name == "" {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -194,4 +195,18 @@ func closeFds(fds []int) {
 	for _, fd := range fds {
 		unix.Close(fd)
 	}
+}
+
+// Release asks the daemon to hand the filter tables of the calling
+// thread's network namespace back to the kernel's xtables, with counters,
+// and returns what it released ("" for nothing).
+func Release(socketPath string) (string, error) {
+	rep, err := Call(socketPath, &Request{Op: OpRelease})
+	if err != nil {
+		return "", err
+	}
+	if rep.Err != 0 {
+		return "", fmt.Errorf("xtbpfd release: %w", syscall.Errno(rep.Err))
+	}
+	return string(rep.Payload), nil
 }
