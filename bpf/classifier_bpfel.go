@@ -13,6 +13,59 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type classifierScratch struct {
+	_ structs.HostLayout
+	P struct {
+		_        structs.HostLayout
+		Src      [4]uint32
+		Dst      [4]uint32
+		In       [2]uint64
+		Out      [2]uint64
+		Opts     [4]uint64
+		Len      uint32
+		Proto    int32
+		Thoff    uint32
+		Fragoff  uint16
+		V6       uint8
+		L4len    uint8
+		Sport    uint16
+		Dport    uint16
+		Tcpflags uint8
+		Doff     uint8
+		IcmpType uint8
+		IcmpCode uint8
+		OptsBad  uint8
+		Ttl      uint8
+		Tos      uint8
+		_        [1]byte
+		Iplen    uint16
+		Pkttype  uint8
+		_        [1]byte
+		Mark     uint32
+		_        [4]byte
+		Ct       struct {
+			_        structs.HostLayout
+			Conn     uint64
+			Statebit uint16
+			Reply    uint8
+			_        [5]byte
+		}
+		Optbuf [64]uint8
+	}
+	C struct {
+		_      structs.HostLayout
+		Gen    uint32
+		Pc     uint32
+		Seg    uint32
+		Segend uint32
+		Linear uint32
+		From   uint32
+		Pos    [8]uint32
+		End    [8]uint32
+		Head   [8]uint32
+	}
+}
+
 type classifierXtExt struct {
 	_           structs.HostLayout
 	Addr        [8][4]uint32
@@ -56,6 +109,14 @@ type classifierXtMeta struct {
 	Flags     uint32
 	Nrules    uint32
 	Depth     uint32
+	Nsegs     uint32
+}
+
+type classifierXtPrefixKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Part      uint32
+	Addr      [4]uint32
 }
 
 type classifierXtRule struct {
@@ -75,8 +136,28 @@ type classifierXtRule struct {
 	Nmatch  uint8
 	Pad     [2]uint8
 	Target  uint32
-	Pad2    uint32
+	Seg     uint32
 	M       [8]classifierXtMatch
+}
+
+type classifierXtSeg struct {
+	_      structs.HostLayout
+	First  uint32
+	End    uint32
+	Fields uint32
+	Dflt   classifierXtSpan
+}
+
+type classifierXtSpan struct {
+	_   structs.HostLayout
+	Off uint32
+	N   uint32
+}
+
+type classifierXtValueKey struct {
+	_     structs.HostLayout
+	Part  uint32
+	Value uint32
 }
 
 // Names of all BPF objects in the ELF.
@@ -85,14 +166,22 @@ type classifierXtRule struct {
 const (
 	classifierMapActive       = "active"
 	classifierMapBusy         = "busy"
+	classifierMapCands        = "cands"
 	classifierMapCounters     = "counters"
 	classifierMapExts         = "exts"
 	classifierMapMeta         = "meta"
+	classifierMapPrefixes     = "prefixes"
 	classifierMapRules        = "rules"
+	classifierMapScratch      = "scratch"
+	classifierMapSegs         = "segs"
 	classifierMapStacks       = "stacks"
+	classifierMapValues       = "values"
 	classifierProgXtbpfFilter = "xtbpf_filter"
 	classifierVarUnusedExt    = "unused_ext"
+	classifierVarUnusedPrefix = "unused_prefix"
 	classifierVarUnusedRule   = "unused_rule"
+	classifierVarUnusedSeg    = "unused_seg"
+	classifierVarUnusedValue  = "unused_value"
 )
 
 // loadClassifier returns the embedded CollectionSpec for classifier.
@@ -146,19 +235,27 @@ type classifierProgramSpecs struct {
 type classifierMapSpecs struct {
 	Active   *ebpf.MapSpec `ebpf:"active"`
 	Busy     *ebpf.MapSpec `ebpf:"busy"`
+	Cands    *ebpf.MapSpec `ebpf:"cands"`
 	Counters *ebpf.MapSpec `ebpf:"counters"`
 	Exts     *ebpf.MapSpec `ebpf:"exts"`
 	Meta     *ebpf.MapSpec `ebpf:"meta"`
+	Prefixes *ebpf.MapSpec `ebpf:"prefixes"`
 	Rules    *ebpf.MapSpec `ebpf:"rules"`
+	Scratch  *ebpf.MapSpec `ebpf:"scratch"`
+	Segs     *ebpf.MapSpec `ebpf:"segs"`
 	Stacks   *ebpf.MapSpec `ebpf:"stacks"`
+	Values   *ebpf.MapSpec `ebpf:"values"`
 }
 
 // classifierVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type classifierVariableSpecs struct {
-	UnusedExt  *ebpf.VariableSpec `ebpf:"unused_ext"`
-	UnusedRule *ebpf.VariableSpec `ebpf:"unused_rule"`
+	UnusedExt    *ebpf.VariableSpec `ebpf:"unused_ext"`
+	UnusedPrefix *ebpf.VariableSpec `ebpf:"unused_prefix"`
+	UnusedRule   *ebpf.VariableSpec `ebpf:"unused_rule"`
+	UnusedSeg    *ebpf.VariableSpec `ebpf:"unused_seg"`
+	UnusedValue  *ebpf.VariableSpec `ebpf:"unused_value"`
 }
 
 // classifierObjects contains all objects after they have been loaded into the kernel.
@@ -183,22 +280,32 @@ func (o *classifierObjects) Close() error {
 type classifierMaps struct {
 	Active   *ebpf.Map `ebpf:"active"`
 	Busy     *ebpf.Map `ebpf:"busy"`
+	Cands    *ebpf.Map `ebpf:"cands"`
 	Counters *ebpf.Map `ebpf:"counters"`
 	Exts     *ebpf.Map `ebpf:"exts"`
 	Meta     *ebpf.Map `ebpf:"meta"`
+	Prefixes *ebpf.Map `ebpf:"prefixes"`
 	Rules    *ebpf.Map `ebpf:"rules"`
+	Scratch  *ebpf.Map `ebpf:"scratch"`
+	Segs     *ebpf.Map `ebpf:"segs"`
 	Stacks   *ebpf.Map `ebpf:"stacks"`
+	Values   *ebpf.Map `ebpf:"values"`
 }
 
 func (m *classifierMaps) Close() error {
 	return _ClassifierClose(
 		m.Active,
 		m.Busy,
+		m.Cands,
 		m.Counters,
 		m.Exts,
 		m.Meta,
+		m.Prefixes,
 		m.Rules,
+		m.Scratch,
+		m.Segs,
 		m.Stacks,
+		m.Values,
 	)
 }
 
@@ -206,8 +313,11 @@ func (m *classifierMaps) Close() error {
 //
 // It can be passed to loadClassifierObjects or ebpf.CollectionSpec.LoadAndAssign.
 type classifierVariables struct {
-	UnusedExt  *ebpf.Variable `ebpf:"unused_ext"`
-	UnusedRule *ebpf.Variable `ebpf:"unused_rule"`
+	UnusedExt    *ebpf.Variable `ebpf:"unused_ext"`
+	UnusedPrefix *ebpf.Variable `ebpf:"unused_prefix"`
+	UnusedRule   *ebpf.Variable `ebpf:"unused_rule"`
+	UnusedSeg    *ebpf.Variable `ebpf:"unused_seg"`
+	UnusedValue  *ebpf.Variable `ebpf:"unused_value"`
 }
 
 // classifierPrograms contains all programs after they have been loaded into the kernel.

@@ -19,13 +19,18 @@ const membarrierCmdGlobal = 1
 
 // generation is one of the two slots of the outer maps and of meta.
 type generation struct {
-	rules, exts, counters, stack *ebpf.Map
+	rules, exts, counters, stack  *ebpf.Map
+	segs, cands, prefixes, values *ebpf.Map
+}
+
+func (g *generation) all() []**ebpf.Map {
+	return []**ebpf.Map{&g.rules, &g.exts, &g.counters, &g.stack, &g.segs, &g.cands, &g.prefixes, &g.values}
 }
 
 func (g *generation) close() {
-	for _, m := range []*ebpf.Map{g.rules, g.exts, g.counters, g.stack} {
-		if m != nil {
-			m.Close()
+	for _, m := range g.all() {
+		if *m != nil {
+			(*m).Close()
 		}
 	}
 }
@@ -80,37 +85,50 @@ func (t *Table) fill(g uint32, p *translate.Plan) error {
 	if err != nil {
 		return err
 	}
+	x := indexOf(p)
 	m := metaOf(p)
 	cpus, err := ebpf.PossibleCPU()
 	if err != nil {
 		return err
 	}
-	gen, err := t.newGeneration(cpus*max(len(rules), 1), max(len(exts), 1), cpus*int(m.Depth)*stackSlots)
+	gen, err := t.newGeneration(sizes{
+		rules: len(rules), exts: len(exts), counters: cpus * len(rules), frames: cpus * int(m.Depth) * stackSlots,
+		segs: len(x.segs), cands: len(x.cands), prefixes: len(x.prefixKeys), values: len(x.valueKeys),
+	})
 	if err != nil {
 		return err
 	}
 	defer gen.close()
-	if len(rules) > 0 {
-		keys := make([]uint32, len(rules))
-		for i := range keys {
-			keys[i] = uint32(i)
+	writes := []struct {
+		what      string
+		m         *ebpf.Map
+		keys, val any
+		n         int
+	}{
+		{"rules", gen.rules, seq(len(rules)), rules, len(rules)},
+		{"match payloads", gen.exts, seq(len(exts)), exts, len(exts)},
+		{"index segments", gen.segs, seq(len(x.segs)), x.segs, len(x.segs)},
+		{"index candidates", gen.cands, seq(len(x.cands)), x.cands, len(x.cands)},
+		{"index values", gen.values, x.valueKeys, x.valueSpans, len(x.valueKeys)},
+	}
+	for _, w := range writes {
+		if w.n == 0 {
+			continue
 		}
-		if _, err := gen.rules.BatchUpdate(keys, rules, nil); err != nil {
-			return fmt.Errorf("write rules: %w", err)
+		if _, err := w.m.BatchUpdate(w.keys, w.val, nil); err != nil {
+			return fmt.Errorf("write %s: %w", w.what, err)
 		}
 	}
-	if len(exts) > 0 {
-		keys := make([]uint32, len(exts))
-		for i := range keys {
-			keys[i] = uint32(i)
-		}
-		if _, err := gen.exts.BatchUpdate(keys, exts, nil); err != nil {
-			return fmt.Errorf("write match payloads: %w", err)
+	// The LPM trie has no batch update.
+	for i := range x.prefixKeys {
+		if err := gen.prefixes.Put(&x.prefixKeys[i], &x.prefixSpans[i]); err != nil {
+			return fmt.Errorf("write index prefixes: %w", err)
 		}
 	}
 	for _, pub := range []struct {
 		outer, inner *ebpf.Map
-	}{{t.maps.Rules, gen.rules}, {t.maps.Exts, gen.exts}, {t.maps.Counters, gen.counters}, {t.maps.Stacks, gen.stack}} {
+	}{{t.maps.Rules, gen.rules}, {t.maps.Exts, gen.exts}, {t.maps.Counters, gen.counters}, {t.maps.Stacks, gen.stack},
+		{t.maps.Segs, gen.segs}, {t.maps.Cands, gen.cands}, {t.maps.Prefixes, gen.prefixes}, {t.maps.Values, gen.values}} {
 		if err := pub.outer.Put(g, pub.inner); err != nil {
 			return fmt.Errorf("publish generation %d: %w", g, err)
 		}
@@ -121,16 +139,32 @@ func (t *Table) fill(g uint32, p *translate.Plan) error {
 	return nil
 }
 
-func (t *Table) newGeneration(entries, exts, frames int) (*generation, error) {
+func seq(n int) []uint32 {
+	keys := make([]uint32, n)
+	for i := range keys {
+		keys[i] = uint32(i)
+	}
+	return keys
+}
+
+// sizes are the entry counts of a generation's maps; a map holds at
+// least one entry, as the kernel requires.
+type sizes struct {
+	rules, exts, counters, frames, segs, cands, prefixes, values int
+}
+
+func (t *Table) newGeneration(s sizes) (*generation, error) {
 	var g generation
 	for _, x := range []struct {
 		spec *ebpf.MapSpec
 		size int
 		dst  **ebpf.Map
-	}{{t.inner.rules, entries, &g.rules}, {t.inner.exts, exts, &g.exts},
-		{t.inner.counters, entries, &g.counters}, {t.inner.stack, frames, &g.stack}} {
+	}{{t.inner.rules, s.rules, &g.rules}, {t.inner.exts, s.exts, &g.exts},
+		{t.inner.counters, s.counters, &g.counters}, {t.inner.stack, s.frames, &g.stack},
+		{t.inner.segs, s.segs, &g.segs}, {t.inner.cands, s.cands, &g.cands},
+		{t.inner.prefixes, s.prefixes, &g.prefixes}, {t.inner.values, s.values, &g.values}} {
 		spec := x.spec.Copy()
-		spec.MaxEntries = uint32(x.size)
+		spec.MaxEntries = uint32(max(x.size, 1))
 		m, err := ebpf.NewMap(spec)
 		if err != nil {
 			g.close()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"xtbpf/translate"
+	"xtbpf/xtables"
 )
 
 // Values of xtbpf.h, which bpf2go does not carry over.
@@ -35,7 +36,8 @@ var matchKinds = map[translate.MatchKind]uint8{
 }
 
 func metaOf(p *translate.Plan) classifierXtMeta {
-	m := classifierXtMeta{Flags: metaInstalled, Nrules: uint32(len(p.Rules)), Depth: uint32(max(p.Depth, 1))}
+	m := classifierXtMeta{Flags: metaInstalled, Nrules: uint32(len(p.Rules)), Depth: uint32(max(p.Depth, 1)),
+		Nsegs: uint32(len(p.Index.Segments))}
 	if p.Passthrough {
 		m.Flags |= metaPassthrough
 	}
@@ -95,6 +97,7 @@ func encodeRule(dst *classifierXtRule, exts *[]classifierXtExt, r *translate.Pla
 	}
 	dst.Verdict = verdictKinds[r.Verdict]
 	dst.Target = r.Target
+	dst.Seg = r.Seg
 	dst.Nmatch = uint8(len(r.Matches))
 	for i, m := range r.Matches {
 		dst.M[i] = encodeMatch(&m)
@@ -189,3 +192,43 @@ func words64(dst *[2]uint64, b *[16]byte) {
 		dst[i] = binary.NativeEndian.Uint64(b[8*i:])
 	}
 }
+
+// index is a plan's index laid out as the data plane's map entries.
+type index struct {
+	segs        []classifierXtSeg
+	cands       []uint32
+	prefixKeys  []classifierXtPrefixKey
+	prefixSpans []classifierXtSpan
+	valueKeys   []classifierXtValueKey
+	valueSpans  []classifierXtSpan
+}
+
+func indexOf(p *translate.Plan) *index {
+	x := &index{cands: p.Index.Cands}
+	for _, s := range p.Index.Segments {
+		seg := classifierXtSeg{First: s.First, End: s.End, Fields: uint32(s.Fields)}
+		seg.Dflt.Off, seg.Dflt.N = s.Default.Off, s.Default.N
+		x.segs = append(x.segs, seg)
+	}
+	addrBytes := 4
+	if p.Family == xtables.IPv6 {
+		addrBytes = 16
+	}
+	for k, sp := range p.Index.Prefixes {
+		// The part word is part of the key the trie matches on.
+		key := classifierXtPrefixKey{Prefixlen: uint32(32 + k.Bits), Part: partKey(k.Seg, k.Field)}
+		var addr [16]byte
+		copy(addr[:addrBytes], k.Addr[:])
+		words32(&key.Addr, &addr)
+		x.prefixKeys = append(x.prefixKeys, key)
+		x.prefixSpans = append(x.prefixSpans, classifierXtSpan{Off: sp.Off, N: sp.N})
+	}
+	for k, sp := range p.Index.Values {
+		x.valueKeys = append(x.valueKeys, classifierXtValueKey{Part: partKey(k.Seg, k.Field), Value: k.Value})
+		x.valueSpans = append(x.valueSpans, classifierXtSpan{Off: sp.Off, N: sp.N})
+	}
+	return x
+}
+
+// partKey is xtbpf.h's PART_KEY.
+func partKey(seg uint32, f translate.Field) uint32 { return seg<<3 | uint32(f) }

@@ -28,7 +28,8 @@ type Table struct {
 
 // innerSpecs are the templates Install sizes its per-plan maps from.
 type innerSpecs struct {
-	rules, exts, counters, stack *ebpf.MapSpec
+	rules, exts, counters, stack  *ebpf.MapSpec
+	segs, cands, prefixes, values *ebpf.MapSpec
 }
 
 const progPin = "xtbpf_filter"
@@ -52,6 +53,10 @@ func Open(dir string, f xtables.Family) (*Table, error) {
 		exts:     spec.Maps[classifierMapExts].InnerMap,
 		counters: spec.Maps[classifierMapCounters].InnerMap,
 		stack:    spec.Maps[classifierMapStacks].InnerMap,
+		segs:     spec.Maps[classifierMapSegs].InnerMap,
+		cands:    spec.Maps[classifierMapCands].InnerMap,
+		prefixes: spec.Maps[classifierMapPrefixes].InnerMap,
+		values:   spec.Maps[classifierMapValues].InnerMap,
 	}}
 	if err := t.load(spec); err != nil {
 		return nil, fmt.Errorf("open data plane in %s: %w", dir, err)
@@ -91,6 +96,7 @@ func (t *Table) load(spec *ebpf.CollectionSpec) error {
 var mapNames = []string{
 	classifierMapActive, classifierMapBusy, classifierMapCounters,
 	classifierMapMeta, classifierMapRules, classifierMapExts, classifierMapStacks,
+	classifierMapSegs, classifierMapCands, classifierMapPrefixes, classifierMapValues,
 }
 
 func (t *Table) loadPinnedMaps() error {
@@ -99,6 +105,8 @@ func (t *Table) loadPinnedMaps() error {
 		classifierMapCounters: &t.maps.Counters, classifierMapMeta: &t.maps.Meta,
 		classifierMapRules: &t.maps.Rules, classifierMapExts: &t.maps.Exts,
 		classifierMapStacks: &t.maps.Stacks,
+		classifierMapSegs:   &t.maps.Segs, classifierMapCands: &t.maps.Cands,
+		classifierMapPrefixes: &t.maps.Prefixes, classifierMapValues: &t.maps.Values,
 	}
 	for name, m := range dst {
 		pinned, err := ebpf.LoadPinnedMap(filepath.Join(t.dir, name), nil)

@@ -31,6 +31,8 @@ type Plan struct {
 	// SkbMeta says some rule reads skb->mark or skb->pkt_type, so packets
 	// need them read.
 	SkbMeta bool
+	// Index lets long chains skip the rules a packet cannot match.
+	Index Index
 }
 
 // PlanHook is a hook's entry point and underflow (policy) entry index.
@@ -45,6 +47,7 @@ type PlanRule struct {
 	Matches []Match // at most MaxMatches
 	Verdict VerdictKind
 	Target  uint32 // entry index for Jump and Goto
+	Seg     uint32 // the index segment holding the rule, 0 for none
 }
 
 // Build compiles the filter table of one family into a plan. It returns
@@ -83,6 +86,7 @@ func Compile(ir *Table) (*Plan, error) {
 		return nil, err
 	}
 	p.Depth = depth
+	p.buildIndex(ir)
 	return p, nil
 }
 

@@ -40,6 +40,9 @@ extern unsigned int CONFIG_HZ __kconfig;
 /* Puts the record types into BTF, which bpf2go turns into Go types. */
 const struct xt_rule *unused_rule __attribute__((unused));
 const struct xt_ext *unused_ext __attribute__((unused));
+const struct xt_seg *unused_seg __attribute__((unused));
+const struct xt_prefix_key *unused_prefix __attribute__((unused));
+const struct xt_value_key *unused_value __attribute__((unused));
 
 /* Which generation packets use; flipped by one write on install. */
 struct {
@@ -96,12 +99,71 @@ struct ext_array {
 	__uint(value_size, sizeof(struct xt_ext));
 };
 
+struct seg_array {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_INNER_MAP);
+	__uint(max_entries, 1);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(struct xt_seg));
+};
+
+struct cand_array {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_INNER_MAP);
+	__uint(max_entries, 1);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(__u32));
+};
+
+struct prefix_trie {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1);
+	__uint(key_size, sizeof(struct xt_prefix_key));
+	__uint(value_size, sizeof(struct xt_span));
+};
+
+struct value_hash {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__uint(key_size, sizeof(struct xt_value_key));
+	__uint(value_size, sizeof(struct xt_span));
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
 	__uint(max_entries, 2);
 	__type(key, __u32);
 	__array(values, struct rule_array);
 } rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__array(values, struct seg_array);
+} segs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__array(values, struct cand_array);
+} cands SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__array(values, struct prefix_trie);
+} prefixes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__array(values, struct value_hash);
+} values SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
@@ -126,13 +188,14 @@ struct {
 
 /* Per-CPU bitmask of jump stack slots in use. Runs nest on one CPU (a
  * softirq interrupting LOCAL_OUT in process context, or preemption), so
- * each run claims its own slot. */
+ * each run claims its own slot, for its jump stack and its packet. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, __u32);
 } busy SEC(".maps");
+
 
 /* What nf_ct_get says of the packet, for plans that look at it; the
  * entry's fields are read by the matches that need them. */
@@ -142,7 +205,26 @@ struct ct {
 	__u8 reply;	/* CTINFO2DIR is IP_CT_DIR_REPLY */
 };
 
-/* The packet, parsed once. */
+#define NO_CAND 0xffffffffU
+
+/* Where the walk is in a segment's candidate lists: one list per field
+ * part and the default list (part 0), merged in entry order. */
+struct cursor {
+	__u32 gen;
+	__u32 pc;	/* the entry the walk is at */
+	__u32 seg;	/* the segment whose lists the walk follows, 0 for none */
+	__u32 segend;
+	/* The packet cannot use the segment's index: walk it entry by entry. */
+	__u32 linear;
+	__u32 from;	/* the part pc came from */
+	__u32 pos[8];	/* per part: position in cands, list end, and the */
+	__u32 end[8];	/* entry at pos (NO_CAND past the end) */
+	__u32 head[8];
+};
+
+/* The packet, parsed once. It lives in the scratch map, in the run's
+ * slot: the verifier caps the stack of the walk and the functions it
+ * calls at 512 bytes, which the parsed packet would mostly fill. */
 struct pkt {
 	__u32 src[4];
 	__u32 dst[4];
@@ -168,17 +250,30 @@ struct pkt {
 	__u8 pkttype;	/* skb->pkt_type */
 	__u32 mark;
 	struct ct ct;
+	__u8 optbuf[64];	/* scratch for the TCP option walk */
 };
+
+/* A run's state that does not fit the stack, in its slot of scratch. */
+struct scratch {
+	struct pkt p;
+	struct cursor c;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, STACK_SLOTS);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} scratch SEC(".maps");
 
 struct walk {
 	struct bpf_dynptr ptr;
-	struct pkt p;
+	struct pkt *p;
 	void *rules;
 	void *exts;
 	void *counters;
 	void *stack;
 	__u32 *busy;
-	__u32 pc;
 	__u32 under;
 	__u32 sp;
 	__u32 depth;
@@ -187,9 +282,9 @@ struct walk {
 	__s32 slot;
 	__u32 verdict;
 	__u32 start;	/* scratch for the header walks */
+	struct cursor *cur;
 	__u8 nexthdr;
 	__u8 done;
-	__u8 optbuf[64];
 	__u32 optlen;
 };
 
@@ -208,8 +303,8 @@ static long v6_hdr_step(__u64 i, struct walk *w)
 	__u8 nh = w->nexthdr;
 
 	if (!ext_hdr(nh) || nh == NEXTHDR_NONE) {
-		w->p.proto = nh;
-		w->p.thoff = w->start;
+		w->p->proto = nh;
+		w->p->thoff = w->start;
 		return 1;
 	}
 	/* The kernel reads a whole ipv6_rt_hdr, and a fragment header's
@@ -225,13 +320,13 @@ static long v6_hdr_step(__u64 i, struct walk *w)
 				/* A later fragment: its upper layer is unknowable,
 				 * unless the next header is not an extension. */
 				if (!ext_hdr(hp[0]) || hp[0] == NEXTHDR_NONE) {
-					w->p.fragoff = frag;
-					w->p.proto = hp[0];
+					w->p->fragoff = frag;
+					w->p->proto = hp[0];
 					/* ipv6_find_hdr returns here without
 					 * storing the offset, so the matches see
 					 * thoff 0: the ones that ignore fragments
 					 * (ecn) read the IPv6 header itself. */
-					w->p.thoff = 0;
+					w->p->thoff = 0;
 					return 1;
 				}
 				goto bad;
@@ -252,7 +347,7 @@ static long v6_hdr_step(__u64 i, struct walk *w)
 	w->nexthdr = hp[0];
 	return 0;
 bad:
-	w->p.proto = -1;
+	w->p->proto = -1;
 	return 1;
 }
 
@@ -263,15 +358,15 @@ static long tcp_opt_step(__u64 i, struct walk *w)
 
 	if (at >= w->optlen || at >= 40)
 		return 1;
-	kind = w->optbuf[at & 63];
-	w->p.opts[kind >> 6] |= 1ULL << (kind & 63);
+	kind = w->p->optbuf[at & 63];
+	w->p->opts[kind >> 6] |= 1ULL << (kind & 63);
 	if (kind < 2) {
 		w->start = at + 1;
 		return 0;
 	}
 	/* The kernel reads the length byte even past the options; any
 	 * value then ends the walk, so the zeroed buffer stands in. */
-	len = w->optbuf[(at + 1) & 63];
+	len = w->p->optbuf[(at + 1) & 63];
 	w->start = at + (len ? len : 1);
 	return 0;
 }
@@ -280,16 +375,16 @@ static __always_inline void parse_tcp_options(struct walk *w)
 {
 	__u32 optlen;
 
-	if (w->p.doff < 5)
+	if (w->p->doff < 5)
 		return;
-	optlen = (__u32)w->p.doff * 4 - 20;
+	optlen = (__u32)w->p->doff * 4 - 20;
 	if (optlen > 40)
 		return;
 	w->optlen = optlen;
 	/* Re-bound through a register the verifier tracks (optlen <= 40). */
 	optlen &= 63;
-	if (optlen > 40 || bpf_dynptr_read(w->optbuf, optlen, &w->ptr, w->p.thoff + 20, 0)) {
-		w->p.opts_bad = 1;
+	if (optlen > 40 || bpf_dynptr_read(w->p->optbuf, optlen, &w->ptr, w->p->thoff + 20, 0)) {
+		w->p->opts_bad = 1;
 		return;
 	}
 	w->start = 0;
@@ -301,29 +396,29 @@ static __always_inline void parse_l4(struct walk *w, int tcpopt)
 	__u8 buf[20];
 	__u8 *h;
 
-	h = bpf_dynptr_slice(&w->ptr, w->p.thoff, buf, 20);
+	h = bpf_dynptr_slice(&w->ptr, w->p->thoff, buf, 20);
 	if (h) {
-		w->p.l4len = 20;
+		w->p->l4len = 20;
 	} else {
-		h = bpf_dynptr_slice(&w->ptr, w->p.thoff, buf, 8);
+		h = bpf_dynptr_slice(&w->ptr, w->p->thoff, buf, 8);
 		if (h) {
-			w->p.l4len = 8;
+			w->p->l4len = 8;
 		} else {
 			/* multiport reads only the two ports. */
-			h = bpf_dynptr_slice(&w->ptr, w->p.thoff, buf, 4);
+			h = bpf_dynptr_slice(&w->ptr, w->p->thoff, buf, 4);
 			if (!h)
 				return;
-			w->p.l4len = 4;
+			w->p->l4len = 4;
 		}
 	}
-	w->p.sport = ((__u16)h[0] << 8) | h[1];
-	w->p.dport = ((__u16)h[2] << 8) | h[3];
-	w->p.icmp_type = h[0];
-	w->p.icmp_code = h[1];
-	if (w->p.l4len == 20) {
-		w->p.doff = h[12] >> 4;
-		w->p.tcpflags = h[13];
-		if (tcpopt && w->p.proto == IPPROTO_TCP && w->p.fragoff == 0)
+	w->p->sport = ((__u16)h[0] << 8) | h[1];
+	w->p->dport = ((__u16)h[2] << 8) | h[3];
+	w->p->icmp_type = h[0];
+	w->p->icmp_code = h[1];
+	if (w->p->l4len == 20) {
+		w->p->doff = h[12] >> 4;
+		w->p->tcpflags = h[13];
+		if (tcpopt && w->p->proto == IPPROTO_TCP && w->p->fragoff == 0)
 			parse_tcp_options(w);
 	}
 }
@@ -335,14 +430,14 @@ static __always_inline int parse_v4(struct walk *w)
 
 	if (!ip)
 		return -1;
-	__builtin_memcpy(&w->p.src[0], ip + 12, 4);
-	__builtin_memcpy(&w->p.dst[0], ip + 16, 4);
-	w->p.proto = ip[9];
-	w->p.tos = ip[1];
-	w->p.ttl = ip[8];
-	w->p.iplen = ((__u16)ip[2] << 8) | ip[3];
-	w->p.fragoff = (((__u16)ip[6] << 8) | ip[7]) & 0x1fff;
-	w->p.thoff = (ip[0] & 0x0f) * 4;
+	__builtin_memcpy(&w->p->src[0], ip + 12, 4);
+	__builtin_memcpy(&w->p->dst[0], ip + 16, 4);
+	w->p->proto = ip[9];
+	w->p->tos = ip[1];
+	w->p->ttl = ip[8];
+	w->p->iplen = ((__u16)ip[2] << 8) | ip[3];
+	w->p->fragoff = (((__u16)ip[6] << 8) | ip[7]) & 0x1fff;
+	w->p->thoff = (ip[0] & 0x0f) * 4;
 	return 0;
 }
 
@@ -353,18 +448,18 @@ static __always_inline int parse_v6(struct walk *w)
 
 	if (!ip)
 		return -1;
-	__builtin_memcpy(w->p.src, ip + 8, 16);
-	__builtin_memcpy(w->p.dst, ip + 24, 16);
-	w->p.v6 = 1;
-	w->p.tos = (ip[0] << 4) | (ip[1] >> 4);
-	w->p.ttl = ip[7];
+	__builtin_memcpy(w->p->src, ip + 8, 16);
+	__builtin_memcpy(w->p->dst, ip + 24, 16);
+	w->p->v6 = 1;
+	w->p->tos = (ip[0] << 4) | (ip[1] >> 4);
+	w->p->ttl = ip[7];
 	/* u16 arithmetic, as length_mt6 does it: a jumbo-sized length wraps. */
-	w->p.iplen = (((__u16)ip[4] << 8) | ip[5]) + 40;
+	w->p->iplen = (((__u16)ip[4] << 8) | ip[5]) + 40;
 	w->nexthdr = ip[6];
 	w->start = 40;
-	w->p.proto = -1;
+	w->p->proto = -1;
 	/* Every extension header takes at least 8 bytes. */
-	bpf_loop(w->p.len / 8 + 1, v6_hdr_step, w, 0);
+	bpf_loop(w->p->len / 8 + 1, v6_hdr_step, w, 0);
 	return 0;
 }
 
@@ -745,23 +840,30 @@ static __always_inline void count(struct walk *w, __u32 idx)
 		return;
 	/* Atomic: a run nested on this CPU may bump the same counter. */
 	__sync_fetch_and_add(&c->packets, 1);
-	__sync_fetch_and_add(&c->bytes, w->p.len);
+	__sync_fetch_and_add(&c->bytes, w->p->len);
 }
 
-static __always_inline int claim_slot(struct walk *w)
+/* The first free jump stack slot of this CPU, or -1. A global function,
+ * so the verifier walks its loop once rather than at every step. */
+__noinline int claim_slot(__u32 *busy)
 {
 	__u32 old;
 
+	if (!busy)
+		return -1;
 	for (int s = 0; s < STACK_SLOTS; s++) {
-		old = *w->busy;
+		old = *busy;
 		if (old & (1U << s))
 			continue;
-		if (__sync_val_compare_and_swap(w->busy, old, old | (1U << s)) == old) {
-			w->slot = s;
-			return 0;
-		}
+		if (__sync_val_compare_and_swap(busy, old, old | (1U << s)) == old)
+			return s;
 	}
 	return -1;
+}
+
+static __always_inline void release_slot(struct walk *w)
+{
+	__sync_fetch_and_and(w->busy, ~(1U << w->slot));
 }
 
 static __always_inline __u32 *frame(struct walk *w, __u32 sp)
@@ -776,8 +878,6 @@ static __always_inline int push(struct walk *w, __u32 ret)
 	__u32 *f;
 
 	if (w->sp >= w->depth)
-		return -1;
-	if (w->slot < 0 && claim_slot(w))
 		return -1;
 	f = frame(w, w->sp);
 	if (!f)
@@ -805,20 +905,225 @@ static __always_inline long finish(struct walk *w, __u32 verdict)
 	return 1;
 }
 
+/* Whether the packet may skip the entries a segment's lookup leaves out.
+ * Addresses and the protocol are tested before any match, so a rule that
+ * fails them never reaches one (an IPv6 packet whose upper layer is
+ * unknown would hot-drop on the protocol test). Port keys come from
+ * matches that may follow others; the translator keys only rules whose
+ * earlier matches cannot hot-drop a packet that passes this test. */
+static __always_inline int usable(const struct pkt *p, __u32 field)
+{
+	if (field == F_SRC || field == F_DST)
+		return 1;
+	if (p->proto < 0)
+		return 0;
+	if (field == F_PROTO)
+		return 1;
+	return !p->fragoff && p->l4len >= 8 &&
+	       (p->proto != IPPROTO_TCP || (p->l4len == 20 && p->doff >= 5 && !p->opts_bad));
+}
+
+/* One key buffer for both kinds of lookup: global functions' stacks add
+ * up with the walk's along the call chain, which the verifier caps. */
+union index_key {
+	struct xt_prefix_key prefix;
+	struct xt_value_key value;
+};
+
+/* The list of part f of segment seg for the packet; NULL for none. */
+static __always_inline const struct xt_span *lookup_part(__u32 g, __u32 seg, __u32 f, const struct pkt *p)
+{
+	union index_key k = {};
+	void *m;
+
+	switch (f) {
+	case F_SRC:
+	case F_DST:
+		m = bpf_map_lookup_elem(&prefixes, &g);
+		if (!m)
+			return NULL;
+		k.prefix.prefixlen = 32 + (p->v6 ? 128 : 32);
+		k.prefix.part = PART_KEY(seg, f);
+		__builtin_memcpy(k.prefix.addr, f == F_SRC ? p->src : p->dst, 16);
+		break;
+	case F_PROTO:
+	case F_DPORT:
+	case F_SPORT:
+		m = bpf_map_lookup_elem(&values, &g);
+		if (!m)
+			return NULL;
+		k.value.part = PART_KEY(seg, f);
+		k.value.value = f == F_PROTO ? (__u32)p->proto : f == F_DPORT ? p->dport : p->sport;
+		break;
+	default:
+		return NULL;
+	}
+	return bpf_map_lookup_elem(m, &k);
+}
+
+/* The first position in [lo, hi) of the candidates holding an entry at
+ * or after pc: a binary search, the lists being in entry order. */
+static __always_inline __u32 seek(void *cands, __u32 pc, __u32 lo, __u32 hi)
+{
+	__u32 mid, *e;
+
+	for (int i = 0; i < 32 && lo < hi; i++) {
+		mid = lo + (hi - lo) / 2;
+		e = bpf_map_lookup_elem(cands, &mid);
+		if (!e)
+			return hi;
+		if (*e < pc)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static __always_inline void leave(struct cursor *c)
+{
+	c->seg = 0;
+	c->linear = 0;
+}
+
+/* Moves the walk to pc outside any candidate list: after a jump, a
+ * RETURN, or past the last entry of a segment. The cursor moves are
+ * global functions: the verifier checks each once, apart from the rule
+ * walk's paths, and the walk's states converge. */
+__noinline int cursor_goto(struct cursor *c, __u32 pc)
+{
+	if (!c)
+		return -1;
+	leave(c);
+	c->pc = pc;
+	return 0;
+}
+
+/* Reads the entry at part f's position into its head. An entry out of
+ * the list's order (which the loader never writes) makes the walk go on
+ * entry by entry, which is always right. */
+static __always_inline void load_head(struct cursor *c, void *cands, __u32 f, __u32 after)
+{
+	__u32 *e;
+
+	f &= 7;
+	c->head[f] = NO_CAND;
+	if (c->pos[f] >= c->end[f])
+		return;
+	e = bpf_map_lookup_elem(cands, &c->pos[f]);
+	if (!e || *e < after || *e >= c->segend) {
+		c->linear = 1;
+		return;
+	}
+	c->head[f] = *e;
+}
+
+/* Moves c->pc to the lowest head of the parts: the next candidate. */
+static __always_inline void pick(struct cursor *c)
+{
+	__u32 best = NO_CAND;
+
+	if (c->linear)
+		return;
+	for (__u32 f = 0; f < NUM_FIELDS; f++) {
+		if (c->head[f] < best) {
+			best = c->head[f];
+			c->from = f;
+		}
+	}
+	if (best == NO_CAND) {
+		leave(c);
+		c->pc = c->segend;
+		return;
+	}
+	c->pc = best;
+}
+
+/* The walk reaches entry c->pc of segment seg other than by following
+ * its lists (from the hook, a jump, a RETURN, or the entry before): look
+ * the packet up in each part and move to the first candidate from there
+ * on. */
+__noinline int cursor_enter(struct cursor *c, const struct pkt *p, __u32 seg)
+{
+	const struct xt_span *sp;
+	const struct xt_seg *s;
+	void *m, *cands_m;
+
+	if (!c || !p)
+		return -1;
+	c->seg = seg;
+	c->linear = 1;
+	m = bpf_map_lookup_elem(&segs, &c->gen);
+	cands_m = bpf_map_lookup_elem(&cands, &c->gen);
+	if (!m || !cands_m)
+		return 0;
+	s = bpf_map_lookup_elem(m, &seg);
+	if (!s)
+		return 0;
+	for (__u32 f = 1; f < NUM_FIELDS; f++)
+		if ((s->fields & (1U << f)) && !usable(p, f))
+			return 0;
+	c->linear = 0;
+	c->segend = s->end;
+	for (__u32 f = 0; f < NUM_FIELDS; f++) {
+		sp = f ? ((s->fields & (1U << f)) ? lookup_part(c->gen, seg, f, p) : NULL) : &s->dflt;
+		c->pos[f] = sp ? sp->off : 0;
+		c->end[f] = sp ? sp->off + sp->n : 0;
+		if (c->pc != s->first)
+			c->pos[f] = seek(cands_m, c->pc, c->pos[f], c->end[f]);
+		load_head(c, cands_m, f, c->pc);
+	}
+	pick(c);
+	return 0;
+}
+
+/* Moves c->pc past entry idx to the next entry the walk must look at. */
+__noinline int cursor_next(struct cursor *c, __u32 idx)
+{
+	void *cands_m;
+	__u32 f;
+
+	if (!c)
+		return -1;
+	c->pc = idx + 1;
+	if (!c->seg || c->linear)
+		return 0;
+	cands_m = bpf_map_lookup_elem(&cands, &c->gen);
+	if (!cands_m) {
+		c->linear = 1;
+		return 0;
+	}
+	f = c->from & 7;
+	c->pos[f]++;
+	load_head(c, cands_m, f, idx + 1);
+	if (c->linear)
+		c->pc = idx + 1;
+	else
+		pick(c);
+	return 0;
+}
+
 /* One entry of ipt_do_table's loop. */
 static long step(__u64 i, struct walk *w)
 {
-	__u32 idx = w->pc;
+	__u32 idx = w->cur->pc;
 	const struct xt_rule *r = bpf_map_lookup_elem(w->rules, &idx);
 	int ok;
 
 	if (!r)
 		return finish(w, NF_DROP);
-	ok = rule_match(r, &w->p, w->exts);
+	if (r->seg != w->cur->seg) {
+		if (r->seg) {
+			cursor_enter(w->cur, w->p, r->seg);
+			return 0;
+		}
+		cursor_goto(w->cur, idx);
+	}
+	ok = rule_match(r, w->p, w->exts);
 	if (ok < 0)
 		return finish(w, NF_DROP);
 	if (!ok) {
-		w->pc = idx + 1;
+		cursor_next(w->cur, idx);
 		return 0;
 	}
 	count(w, idx);
@@ -826,15 +1131,20 @@ static long step(__u64 i, struct walk *w)
 	case V_ACCEPT:
 		return finish(w, NF_ACCEPT);
 	case V_RETURN:
-		w->pc = pop(w);
+		cursor_goto(w->cur, pop(w));
 		return 0;
 	case V_JUMP:
 		if (push(w, idx + 1))
 			return finish(w, NF_DROP);
-		w->pc = r->target;
+		cursor_goto(w->cur, r->target);
 		return 0;
 	case V_GOTO:
-		w->pc = r->target;
+		/* A rule without a target goes on with the next entry. */
+		if (r->target == idx + 1) {
+			cursor_next(w->cur, idx);
+			return 0;
+		}
+		cursor_goto(w->cur, r->target);
 		return 0;
 	}
 	return finish(w, NF_DROP);
@@ -875,11 +1185,13 @@ static __always_inline int setup(struct walk *w, struct bpf_nf_ctx *ctx, __u32 g
 	w->stack = bpf_map_lookup_elem(&stacks, &g);
 	if (!w->rules || !w->exts || !w->counters || !w->stack)
 		return -1;
-	w->slot = -1;
+	w->cur->gen = g;
+	leave(w->cur);
+	__builtin_memset(w->p, 0, sizeof(*w->p));
 	w->verdict = NF_DROP;
-	w->p.len = ctx->skb->len;
-	read_name(w->p.in, ctx->state->in);
-	read_name(w->p.out, ctx->state->out);
+	w->p->len = ctx->skb->len;
+	read_name(w->p->in, ctx->state->in);
+	read_name(w->p->out, ctx->state->out);
 	return bpf_dynptr_from_skb((struct __sk_buff *)ctx->skb, 0, &w->ptr);
 }
 
@@ -890,6 +1202,7 @@ int xtbpf_filter(struct bpf_nf_ctx *ctx)
 	__u32 hook = state->hook, zero = 0, g;
 	struct xt_meta *m;
 	struct walk w = {};
+	struct scratch *sc;
 	__u32 *gen = bpf_map_lookup_elem(&active, &zero);
 
 	if (!gen)
@@ -901,25 +1214,38 @@ int xtbpf_filter(struct bpf_nf_ctx *ctx)
 	if (hook >= NUM_HOOKS || !(m->hooks & (1U << hook)))
 		return NF_ACCEPT;
 	w.busy = bpf_map_lookup_elem(&busy, &zero);
-	if (!w.busy || setup(&w, ctx, g))
+	if (!w.busy)
 		return NF_DROP;
+	w.slot = claim_slot(w.busy);
+	if (w.slot < 0)
+		return NF_DROP;
+	sc = bpf_map_lookup_elem(&scratch, &w.slot);
+	if (!sc) {
+		release_slot(&w);
+		return NF_DROP;
+	}
+	w.p = &sc->p;
+	w.cur = &sc->c;
+	if (setup(&w, ctx, g)) {
+		release_slot(&w);
+		return NF_DROP;
+	}
 	w.depth = m->depth;
 	w.nrules = m->nrules;
 	w.cpu = bpf_get_smp_processor_id();
 	if (state->pf == NFPROTO_IPV4 ? parse_v4(&w) : parse_v6(&w))
 		return NF_DROP;
 	if (m->flags & META_CONNTRACK)
-		read_ct(&w.p.ct, ctx->skb);
+		read_ct(&w.p->ct, ctx->skb);
 	if (m->flags & META_SKBMETA) {
-		w.p.mark = ctx->skb->mark;
-		w.p.pkttype = BPF_CORE_READ_BITFIELD_PROBED(ctx->skb, pkt_type);
+		w.p->mark = ctx->skb->mark;
+		w.p->pkttype = BPF_CORE_READ_BITFIELD_PROBED(ctx->skb, pkt_type);
 	}
-	if (w.p.proto >= 0)
+	if (w.p->proto >= 0)
 		parse_l4(&w, m->flags & META_TCPOPT);
-	w.pc = m->entry[hook];
+	w.cur->pc = m->entry[hook];
 	w.under = m->underflow[hook];
 	bpf_loop(MAX_STEPS, step, &w, 0);
-	if (w.slot >= 0)
-		__sync_fetch_and_and(w.busy, ~(1U << w.slot));
+	release_slot(&w);
 	return w.done && w.verdict == NF_ACCEPT ? NF_ACCEPT : NF_DROP;
 }

@@ -108,8 +108,48 @@ struct xt_rule {
 	__u8 nmatch;
 	__u8 pad[2];
 	__u32 target;
-	__u32 pad2;
+	__u32 seg;	/* index segment, 0 for a rule walked in turn */
 	struct xt_match m[MAX_MATCHES];
+};
+
+/* translate.Field: the packet field an index part looks up; 0 is the
+ * default list. */
+enum index_field {
+	F_SRC = 1,
+	F_DST = 2,
+	F_PROTO = 3,
+	F_DPORT = 4,
+	F_SPORT = 5,
+	NUM_FIELDS = 6,
+};
+
+/* A candidate list, cands[off .. off + n), in entry order. */
+struct xt_span {
+	__u32 off;
+	__u32 n;
+};
+
+/* Entries [first, end) of a chain, indexed. */
+struct xt_seg {
+	__u32 first;
+	__u32 end;
+	__u32 fields;	/* bit f: the index has a part for field f */
+	struct xt_span dflt;	/* the rules filed under no field */
+};
+
+/* The word naming a segment's part for a field in the lookup keys. */
+#define PART_KEY(seg, field) ((seg) << 3 | (field))
+
+/* Address prefixes: prefixlen counts the part word too. */
+struct xt_prefix_key {
+	__u32 prefixlen;
+	__u32 part;
+	__u32 addr[4];
+};
+
+struct xt_value_key {
+	__u32 part;
+	__u32 value;
 };
 
 /* Per-generation header: where each hook enters the rule array. */
@@ -120,6 +160,7 @@ struct xt_meta {
 	__u32 flags;
 	__u32 nrules;
 	__u32 depth;	/* jump stack frames per slot */
+	__u32 nsegs;	/* index segments, 0 when every chain is walked */
 };
 
 struct xt_counter {
