@@ -81,7 +81,7 @@ func TestIndexFilesRules(t *testing.T) {
 		rules = append(rules, srcRule(netip.AddrFrom4([4]byte{10, 1, 2, byte(i)}).String()+"/32"))
 	}
 	rules = append(rules, srcRule("10.1.0.0/16")) // 20: holds 0-19
-	inv := srcRule("10.9.9.9/32")                  // 21: inverted, keyed on nothing
+	inv := srcRule("10.9.9.9/32")                 // 21: inverted, keyed on nothing
 	inv.IP.Inv = InvSrc
 	rules = append(rules, inv)
 	holes := srcRule("10.9.0.9/32") // 22: a mask with holes is no prefix
