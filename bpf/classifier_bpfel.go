@@ -137,7 +137,8 @@ type classifierXtRule struct {
 	Pad     [2]uint8
 	Target  uint32
 	Seg     uint32
-	M       [8]classifierXtMatch
+	Mfirst  uint32
+	Pad3    uint32
 }
 
 type classifierXtSeg struct {
@@ -169,6 +170,7 @@ const (
 	classifierMapCands        = "cands"
 	classifierMapCounters     = "counters"
 	classifierMapExts         = "exts"
+	classifierMapMatches      = "matches"
 	classifierMapMeta         = "meta"
 	classifierMapPrefixes     = "prefixes"
 	classifierMapRules        = "rules"
@@ -238,6 +240,7 @@ type classifierMapSpecs struct {
 	Cands    *ebpf.MapSpec `ebpf:"cands"`
 	Counters *ebpf.MapSpec `ebpf:"counters"`
 	Exts     *ebpf.MapSpec `ebpf:"exts"`
+	Matches  *ebpf.MapSpec `ebpf:"matches"`
 	Meta     *ebpf.MapSpec `ebpf:"meta"`
 	Prefixes *ebpf.MapSpec `ebpf:"prefixes"`
 	Rules    *ebpf.MapSpec `ebpf:"rules"`
@@ -283,6 +286,7 @@ type classifierMaps struct {
 	Cands    *ebpf.Map `ebpf:"cands"`
 	Counters *ebpf.Map `ebpf:"counters"`
 	Exts     *ebpf.Map `ebpf:"exts"`
+	Matches  *ebpf.Map `ebpf:"matches"`
 	Meta     *ebpf.Map `ebpf:"meta"`
 	Prefixes *ebpf.Map `ebpf:"prefixes"`
 	Rules    *ebpf.Map `ebpf:"rules"`
@@ -299,6 +303,7 @@ func (m *classifierMaps) Close() error {
 		m.Cands,
 		m.Counters,
 		m.Exts,
+		m.Matches,
 		m.Meta,
 		m.Prefixes,
 		m.Rules,

@@ -19,12 +19,12 @@ const membarrierCmdGlobal = 1
 
 // generation is one of the two slots of the outer maps and of meta.
 type generation struct {
-	rules, exts, counters, stack  *ebpf.Map
-	segs, cands, prefixes, values *ebpf.Map
+	rules, matches, exts, counters, stack *ebpf.Map
+	segs, cands, prefixes, values         *ebpf.Map
 }
 
 func (g *generation) all() []**ebpf.Map {
-	return []**ebpf.Map{&g.rules, &g.exts, &g.counters, &g.stack, &g.segs, &g.cands, &g.prefixes, &g.values}
+	return []**ebpf.Map{&g.rules, &g.matches, &g.exts, &g.counters, &g.stack, &g.segs, &g.cands, &g.prefixes, &g.values}
 }
 
 func (g *generation) close() {
@@ -81,7 +81,7 @@ func (t *Table) Install(p *translate.Plan) ([]Counter, error) {
 // fill builds generation g's maps for p and publishes them in the
 // outer maps and meta; packets do not look at g until it is flipped in.
 func (t *Table) fill(g uint32, p *translate.Plan) error {
-	rules, exts, err := rulesOf(p)
+	e, err := rulesOf(p)
 	if err != nil {
 		return err
 	}
@@ -92,7 +92,8 @@ func (t *Table) fill(g uint32, p *translate.Plan) error {
 		return err
 	}
 	gen, err := t.newGeneration(sizes{
-		rules: len(rules), exts: len(exts), counters: cpus * len(rules), frames: cpus * int(m.Depth) * stackSlots,
+		rules: len(e.rules), matches: len(e.matches), exts: len(e.exts),
+		counters: cpus * len(e.rules), frames: cpus * int(m.Depth) * stackSlots,
 		segs: len(x.segs), cands: len(x.cands), prefixes: len(x.prefixKeys), values: len(x.valueKeys),
 	})
 	if err != nil {
@@ -105,11 +106,13 @@ func (t *Table) fill(g uint32, p *translate.Plan) error {
 		keys, val any
 		n         int
 	}{
-		{"rules", gen.rules, seq(len(rules)), rules, len(rules)},
-		{"match payloads", gen.exts, seq(len(exts)), exts, len(exts)},
+		{"rules", gen.rules, seq(len(e.rules)), e.rules, len(e.rules)},
+		{"matches", gen.matches, seq(len(e.matches)), e.matches, len(e.matches)},
+		{"match payloads", gen.exts, seq(len(e.exts)), e.exts, len(e.exts)},
 		{"index segments", gen.segs, seq(len(x.segs)), x.segs, len(x.segs)},
 		{"index candidates", gen.cands, seq(len(x.cands)), x.cands, len(x.cands)},
 		{"index values", gen.values, x.valueKeys, x.valueSpans, len(x.valueKeys)},
+		{"index prefixes", gen.prefixes, x.prefixKeys, x.prefixSpans, len(x.prefixKeys)},
 	}
 	for _, w := range writes {
 		if w.n == 0 {
@@ -119,15 +122,9 @@ func (t *Table) fill(g uint32, p *translate.Plan) error {
 			return fmt.Errorf("write %s: %w", w.what, err)
 		}
 	}
-	// The LPM trie has no batch update.
-	for i := range x.prefixKeys {
-		if err := gen.prefixes.Put(&x.prefixKeys[i], &x.prefixSpans[i]); err != nil {
-			return fmt.Errorf("write index prefixes: %w", err)
-		}
-	}
 	for _, pub := range []struct {
 		outer, inner *ebpf.Map
-	}{{t.maps.Rules, gen.rules}, {t.maps.Exts, gen.exts}, {t.maps.Counters, gen.counters}, {t.maps.Stacks, gen.stack},
+	}{{t.maps.Rules, gen.rules}, {t.maps.Matches, gen.matches}, {t.maps.Exts, gen.exts}, {t.maps.Counters, gen.counters}, {t.maps.Stacks, gen.stack},
 		{t.maps.Segs, gen.segs}, {t.maps.Cands, gen.cands}, {t.maps.Prefixes, gen.prefixes}, {t.maps.Values, gen.values}} {
 		if err := pub.outer.Put(g, pub.inner); err != nil {
 			return fmt.Errorf("publish generation %d: %w", g, err)
@@ -150,7 +147,7 @@ func seq(n int) []uint32 {
 // sizes are the entry counts of a generation's maps; a map holds at
 // least one entry, as the kernel requires.
 type sizes struct {
-	rules, exts, counters, frames, segs, cands, prefixes, values int
+	rules, matches, exts, counters, frames, segs, cands, prefixes, values int
 }
 
 func (t *Table) newGeneration(s sizes) (*generation, error) {
@@ -159,7 +156,7 @@ func (t *Table) newGeneration(s sizes) (*generation, error) {
 		spec *ebpf.MapSpec
 		size int
 		dst  **ebpf.Map
-	}{{t.inner.rules, s.rules, &g.rules}, {t.inner.exts, s.exts, &g.exts},
+	}{{t.inner.rules, s.rules, &g.rules}, {t.inner.matches, s.matches, &g.matches}, {t.inner.exts, s.exts, &g.exts},
 		{t.inner.counters, s.counters, &g.counters}, {t.inner.stack, s.frames, &g.stack},
 		{t.inner.segs, s.segs, &g.segs}, {t.inner.cands, s.cands, &g.cands},
 		{t.inner.prefixes, s.prefixes, &g.prefixes}, {t.inner.values, s.values, &g.values}} {

@@ -59,22 +59,27 @@ func metaOf(p *translate.Plan) classifierXtMeta {
 	return m
 }
 
-// rulesOf encodes the rule records and, in a second array the records
-// point into, the payloads too large for a rule's match slot.
-func rulesOf(p *translate.Plan) ([]classifierXtRule, []classifierXtExt, error) {
-	out := make([]classifierXtRule, len(p.Rules))
-	var exts []classifierXtExt
-	for i := range p.Rules {
-		if err := encodeRule(&out[i], &exts, &p.Rules[i]); err != nil {
-			return nil, nil, fmt.Errorf("encode entry %d: %w", i, err)
-		}
-	}
-	return out, exts, nil
+// encoded is a plan's rules as the data plane's records: the rules, the
+// matches they point into, and the payloads too large for a match record.
+type encoded struct {
+	rules   []classifierXtRule
+	matches []classifierXtMatch
+	exts    []classifierXtExt
 }
 
-func encodeRule(dst *classifierXtRule, exts *[]classifierXtExt, r *translate.PlanRule) error {
-	if len(r.Matches) > len(dst.M) {
-		return fmt.Errorf("%d matches, room for %d", len(r.Matches), len(dst.M))
+func rulesOf(p *translate.Plan) (*encoded, error) {
+	e := &encoded{rules: make([]classifierXtRule, len(p.Rules))}
+	for i := range p.Rules {
+		if err := e.rule(&e.rules[i], &p.Rules[i]); err != nil {
+			return nil, fmt.Errorf("encode entry %d: %w", i, err)
+		}
+	}
+	return e, nil
+}
+
+func (e *encoded) rule(dst *classifierXtRule, r *translate.PlanRule) error {
+	if len(r.Matches) > translate.MaxMatches {
+		return fmt.Errorf("%d matches, room for %d", len(r.Matches), translate.MaxMatches)
 	}
 	ip := &r.IP
 	// Addresses and names keep their byte order: the program compares
@@ -99,12 +104,14 @@ func encodeRule(dst *classifierXtRule, exts *[]classifierXtExt, r *translate.Pla
 	dst.Target = r.Target
 	dst.Seg = r.Seg
 	dst.Nmatch = uint8(len(r.Matches))
-	for i, m := range r.Matches {
-		dst.M[i] = encodeMatch(&m)
+	dst.Mfirst = uint32(len(e.matches))
+	for _, m := range r.Matches {
+		rec := encodeMatch(&m)
 		if x, ok := encodeExt(&m); ok {
-			dst.M[i].Ext = uint32(len(*exts))
-			*exts = append(*exts, x)
+			rec.Ext = uint32(len(e.exts))
+			e.exts = append(e.exts, x)
 		}
+		e.matches = append(e.matches, rec)
 	}
 	return nil
 }

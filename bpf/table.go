@@ -28,8 +28,8 @@ type Table struct {
 
 // innerSpecs are the templates Install sizes its per-plan maps from.
 type innerSpecs struct {
-	rules, exts, counters, stack  *ebpf.MapSpec
-	segs, cands, prefixes, values *ebpf.MapSpec
+	rules, matches, exts, counters, stack *ebpf.MapSpec
+	segs, cands, prefixes, values         *ebpf.MapSpec
 }
 
 const progPin = "xtbpf_filter"
@@ -50,6 +50,7 @@ func Open(dir string, f xtables.Family) (*Table, error) {
 	}
 	t := &Table{dir: dir, family: f, inner: innerSpecs{
 		rules:    spec.Maps[classifierMapRules].InnerMap,
+		matches:  spec.Maps[classifierMapMatches].InnerMap,
 		exts:     spec.Maps[classifierMapExts].InnerMap,
 		counters: spec.Maps[classifierMapCounters].InnerMap,
 		stack:    spec.Maps[classifierMapStacks].InnerMap,
@@ -96,14 +97,14 @@ func (t *Table) load(spec *ebpf.CollectionSpec) error {
 var mapNames = []string{
 	classifierMapActive, classifierMapBusy, classifierMapCounters,
 	classifierMapMeta, classifierMapRules, classifierMapExts, classifierMapStacks,
-	classifierMapSegs, classifierMapCands, classifierMapPrefixes, classifierMapValues,
+	classifierMapSegs, classifierMapCands, classifierMapPrefixes, classifierMapValues, classifierMapMatches,
 }
 
 func (t *Table) loadPinnedMaps() error {
 	dst := map[string]**ebpf.Map{
 		classifierMapActive: &t.maps.Active, classifierMapBusy: &t.maps.Busy,
 		classifierMapCounters: &t.maps.Counters, classifierMapMeta: &t.maps.Meta,
-		classifierMapRules: &t.maps.Rules, classifierMapExts: &t.maps.Exts,
+		classifierMapRules: &t.maps.Rules, classifierMapMatches: &t.maps.Matches, classifierMapExts: &t.maps.Exts,
 		classifierMapStacks: &t.maps.Stacks,
 		classifierMapSegs:   &t.maps.Segs, classifierMapCands: &t.maps.Cands,
 		classifierMapPrefixes: &t.maps.Prefixes, classifierMapValues: &t.maps.Values,

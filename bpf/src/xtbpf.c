@@ -91,6 +91,14 @@ struct stack_array {
 	__uint(value_size, sizeof(__u32));
 };
 
+struct match_array {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_INNER_MAP);
+	__uint(max_entries, 1);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(struct xt_match));
+};
+
 struct ext_array {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_INNER_MAP);
@@ -164,6 +172,13 @@ struct {
 	__type(key, __u32);
 	__array(values, struct value_hash);
 } values SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__array(values, struct match_array);
+} matches SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
@@ -270,6 +285,7 @@ struct walk {
 	struct bpf_dynptr ptr;
 	struct pkt *p;
 	void *rules;
+	void *matches;
 	void *exts;
 	void *counters;
 	void *stack;
@@ -815,16 +831,22 @@ static __always_inline int ext_match(const struct xt_match *m, const struct pkt 
 	return more_match(m, p, x);
 }
 
-static __always_inline int rule_match(const struct xt_rule *r, const struct pkt *p, void *exts)
+static __always_inline int rule_match(const struct xt_rule *r, const struct walk *w)
 {
-	int ok = ip_match(r, p);
+	const struct xt_match *m;
+	int ok = ip_match(r, w->p);
+	__u32 key;
 
 	if (ok <= 0)
 		return ok;
 	for (int i = 0; i < MAX_MATCHES; i++) {
 		if (i >= r->nmatch)
 			break;
-		ok = ext_match(&r->m[i], p, exts);
+		key = r->mfirst + i;
+		m = bpf_map_lookup_elem(w->matches, &key);
+		if (!m)
+			return -1;
+		ok = ext_match(m, w->p, w->exts);
 		if (ok <= 0)
 			return ok;
 	}
@@ -1119,7 +1141,7 @@ static long step(__u64 i, struct walk *w)
 		}
 		cursor_goto(w->cur, idx);
 	}
-	ok = rule_match(r, w->p, w->exts);
+	ok = rule_match(r, w);
 	if (ok < 0)
 		return finish(w, NF_DROP);
 	if (!ok) {
@@ -1180,10 +1202,11 @@ static __always_inline void read_ct(struct ct *c, const struct sk_buff *skb)
 static __always_inline int setup(struct walk *w, struct bpf_nf_ctx *ctx, __u32 g)
 {
 	w->rules = bpf_map_lookup_elem(&rules, &g);
+	w->matches = bpf_map_lookup_elem(&matches, &g);
 	w->exts = bpf_map_lookup_elem(&exts, &g);
 	w->counters = bpf_map_lookup_elem(&counters, &g);
 	w->stack = bpf_map_lookup_elem(&stacks, &g);
-	if (!w->rules || !w->exts || !w->counters || !w->stack)
+	if (!w->rules || !w->matches || !w->exts || !w->counters || !w->stack)
 		return -1;
 	w->cur->gen = g;
 	leave(w->cur);

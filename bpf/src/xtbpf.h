@@ -109,7 +109,8 @@ struct xt_rule {
 	__u8 pad[2];
 	__u32 target;
 	__u32 seg;	/* index segment, 0 for a rule walked in turn */
-	struct xt_match m[MAX_MATCHES];
+	__u32 mfirst;	/* its matches: matches[mfirst .. mfirst + nmatch) */
+	__u32 pad3;
 };
 
 /* translate.Field: the packet field an index part looks up; 0 is the
