@@ -47,6 +47,7 @@ type Daemon struct {
 	mu      sync.Mutex
 	ns      map[uint64]*nsState
 	metrics *metrics
+	trim    trimmer
 }
 
 // nsState is the state of one network namespace, keyed by its cookie.

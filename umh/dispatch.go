@@ -185,6 +185,7 @@ func (d *Daemon) setReplace(req *request, fam xtables.Family) reply {
 	}
 	f.updated, f.latency = time.Now(), time.Since(start)
 	d.persist(req.sock, f)
+	d.trim.after(len(r.Entries))
 	return reply{payload: xtables.EncodeCounters(old), counters: true}
 }
 

@@ -111,7 +111,11 @@ func decodeTarget(b []byte) (Target, error) {
 // decoded blob re-encodes byte for byte; otherwise (a new or edited
 // entry) they are computed.
 func EncodeEntries(f Family, entries []Entry) []byte {
-	var out []byte
+	size := 0
+	for i := range entries {
+		size += int(entries[i].NextOffset)
+	}
+	out := make([]byte, 0, size)
 	for i := range entries {
 		out = append(out, encodeEntry(f, &entries[i])...)
 	}
