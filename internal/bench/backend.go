@@ -5,15 +5,20 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+
+	"xtbpf/kmod"
 )
 
 // backend is one way of running the same iptables commands.
 type backend struct {
 	Name              string
 	restore, iptables string
-	// launcher is prepended to every command: `xtbpf run --socket S --`
-	// for xtbpf, nothing for the kernel's own back ends.
-	launcher []string
+	// env is added to every command's environment: the shim preloaded
+	// and the daemon's socket for xtbpf, as `xtbpf run` sets them but
+	// without its process start, so every back end pays the same.
+	env []string
+	// xtbpf is the xtbpf command, for status.
+	xtbpf string
 }
 
 // Back-end names, as the report shows them.
@@ -33,25 +38,22 @@ func newBackend(name, binDir string, d *daemon) (*backend, error) {
 	case NFT:
 		return &backend{Name: name, restore: "iptables-nft-restore", iptables: "iptables-nft"}, nil
 	case XTBPF:
+		shim := filepath.Join(binDir, kmod.ShimName)
 		return &backend{Name: name, restore: "iptables-legacy-restore", iptables: "iptables-legacy",
-			launcher: []string{filepath.Join(binDir, "xtbpf"), "run", "--socket", d.socket, "--"}}, nil
+			env: kmod.Environ(nil, shim, d.socket), xtbpf: filepath.Join(binDir, "xtbpf")}, nil
 	}
 	return nil, fmt.Errorf("unknown back end %q (want one of %s)", name, strings.Join(AllBackends, ", "))
 }
 
-func (b *backend) argv(cmd string, args ...string) []string {
-	return append(append(append([]string{}, b.launcher...), cmd), args...)
-}
-
 func (b *backend) loadRules(ctx context.Context, n *netns, rules string) error {
-	if _, err := n.exec(ctx, rules, b.argv(b.restore)...); err != nil {
+	if _, err := n.execEnv(ctx, rules, b.env, b.restore); err != nil {
 		return fmt.Errorf("%s: %w", b.Name, err)
 	}
 	return nil
 }
 
 func (b *backend) iptablesCmd(ctx context.Context, n *netns, args ...string) error {
-	if _, err := n.exec(ctx, "", b.argv(b.iptables, args...)...); err != nil {
+	if _, err := n.execEnv(ctx, "", b.env, append([]string{b.iptables}, args...)...); err != nil {
 		return fmt.Errorf("%s: %w", b.Name, err)
 	}
 	return nil

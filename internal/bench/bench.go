@@ -323,7 +323,7 @@ func checkBPF(ctx context.Context, b *backend, d *daemon, n *netns) error {
 	if b.Name != XTBPF {
 		return nil
 	}
-	out, err := n.exec(ctx, "", b.launcher[0], "status", "--socket", d.socket, "--json")
+	out, err := n.exec(ctx, "", b.xtbpf, "status", "--socket", d.socket, "--json")
 	if err != nil {
 		return err
 	}

@@ -108,9 +108,14 @@ func (n *netns) close() error {
 
 // exec runs argv in the namespace with stdin and returns its stdout.
 func (n *netns) exec(ctx context.Context, stdin string, argv ...string) (string, error) {
+	return n.execEnv(ctx, stdin, nil, argv...)
+}
+
+// execEnv is exec with env added to the command's environment.
+func (n *netns) execEnv(ctx context.Context, stdin string, env []string, argv ...string) (string, error) {
 	var out bytes.Buffer
 	args := append([]string{"ip", "netns", "exec", n.name}, argv...)
-	err := runCmdOut(ctx, stdin, &out, []string{"XTABLES_LOCKFILE=" + n.lock}, args...)
+	err := runCmdOut(ctx, stdin, &out, append([]string{"XTABLES_LOCKFILE=" + n.lock}, env...), args...)
 	return out.String(), err
 }
 
