@@ -7,6 +7,7 @@ import (
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
+	"xtbpf/internal/faultpoint"
 	"xtbpf/translate"
 )
 
@@ -38,7 +39,8 @@ func (g *generation) close() {
 // Install puts p in force atomically: it fills the generation packets do
 // not use, flips the active index with one map write, waits until no
 // packet can still be walking the old generation, and returns the old
-// generation's final counters (nil if it had none).
+// generation's final counters (nil if it had none). On error the old
+// generation is (again) the one in force.
 func (t *Table) Install(p *translate.Plan) ([]Counter, error) {
 	if p.Family != t.family {
 		return nil, fmt.Errorf("install: plan for family %d on a family %d table", p.Family, t.family)
@@ -48,34 +50,74 @@ func (t *Table) Install(p *translate.Plan) ([]Counter, error) {
 		return nil, err
 	}
 	next := cur ^ 1
-	var was classifierXtMeta
-	if err := t.maps.Meta.Lookup(cur, &was); err != nil {
-		return nil, fmt.Errorf("install: read meta: %w", err)
-	}
-	if p.Conntrack {
-		if err := t.holdConntrack(true); err != nil {
-			return nil, fmt.Errorf("install: %w", err)
-		}
-	}
 	if err := t.fill(next, p); err != nil {
 		return nil, fmt.Errorf("install: %w", err)
 	}
-	if err := t.maps.Active.Put(uint32(0), next); err != nil {
-		return nil, fmt.Errorf("install: flip generation: %w", err)
-	}
-	if err := waitForReaders(); err != nil {
+	if err := t.activate(cur, next); err != nil {
 		return nil, fmt.Errorf("install: %w", err)
-	}
-	if !p.Conntrack && was.Flags&metaConntrack != 0 {
-		if err := t.holdConntrack(false); err != nil {
-			return nil, fmt.Errorf("install: %w", err)
-		}
 	}
 	old, err := t.countersOf(cur)
 	if err != nil {
-		return nil, fmt.Errorf("install: old counters: %w", err)
+		err = fmt.Errorf("install: old counters: %w", err)
+		if rerr := t.activate(next, cur); rerr != nil {
+			return nil, fmt.Errorf("%w (and putting the old table back failed: %w)", err, rerr)
+		}
+		return nil, err
 	}
 	return old, nil
+}
+
+// Active is the generation packets use now.
+func (t *Table) Active() (uint32, error) { return t.active() }
+
+// Activate puts generation g back in force: an Install undone, when what
+// the caller had to do after it failed, or a daemon died before saving it.
+// g still holds the complete plan it last held, counters included.
+func (t *Table) Activate(g uint32) error {
+	cur, err := t.active()
+	if err != nil {
+		return err
+	}
+	if cur == g&1 {
+		return nil
+	}
+	if err := t.activate(cur, g&1); err != nil {
+		return fmt.Errorf("activate generation %d: %w", g&1, err)
+	}
+	return nil
+}
+
+// activate flips from generation cur to next and waits out the readers of
+// cur; conntrack is held across the flip when next reads it, and let go
+// after it when only cur did. If the wait fails, cur is put back.
+func (t *Table) activate(cur, next uint32) error {
+	var was, will classifierXtMeta
+	if err := t.maps.Meta.Lookup(cur, &was); err != nil {
+		return fmt.Errorf("read meta: %w", err)
+	}
+	if err := t.maps.Meta.Lookup(next, &will); err != nil {
+		return fmt.Errorf("read meta: %w", err)
+	}
+	if will.Flags&metaConntrack != 0 {
+		if err := t.holdConntrack(true); err != nil {
+			return err
+		}
+	}
+	if err := t.maps.Active.Put(uint32(0), next); err != nil {
+		return fmt.Errorf("flip generation: %w", err)
+	}
+	if err := waitForReaders(); err != nil {
+		if rerr := t.maps.Active.Put(uint32(0), cur); rerr != nil {
+			return fmt.Errorf("%w (and flipping back failed: %w)", err, rerr)
+		}
+		return err
+	}
+	if will.Flags&metaConntrack == 0 && was.Flags&metaConntrack != 0 {
+		// Still tracking connections nobody reads costs time, not
+		// correctness; the next plan without conntrack tries again.
+		_ = t.holdConntrack(false)
+	}
+	return nil
 }
 
 // fill builds generation g's maps for p and publishes them in the
@@ -91,6 +133,7 @@ func (t *Table) fill(g uint32, p *translate.Plan) error {
 	if err != nil {
 		return err
 	}
+	faultpoint.Reach("bpf.create-maps")
 	gen, err := t.newGeneration(sizes{
 		rules: len(e.rules), matches: len(e.matches), exts: len(e.exts),
 		counters: cpus * len(e.rules), frames: cpus * int(m.Depth) * stackSlots,

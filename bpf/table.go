@@ -8,9 +8,18 @@ import (
 	"path/filepath"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"golang.org/x/sys/unix"
 
+	"xtbpf/internal/faultpoint"
 	"xtbpf/xtables"
 )
+
+// ErrUnavailable marks a data plane that cannot be loaded into this
+// kernel at all: no bpf filesystem to pin it in, or a program the verifier
+// refuses. Retrying does not help; the kernel's own analogue is a table
+// whose module cannot be loaded.
+var ErrUnavailable = errors.New("the BPF data plane cannot be loaded")
 
 // Counter is one entry's packet and byte count.
 type Counter struct{ Packets, Bytes uint64 }
@@ -41,7 +50,7 @@ func Open(dir string, f xtables.Family) (*Table, error) {
 	if f != xtables.IPv4 && f != xtables.IPv6 {
 		return nil, fmt.Errorf("open data plane: family %d", f)
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := CheckBPFFS(dir); err != nil {
 		return nil, fmt.Errorf("open data plane: %w", err)
 	}
 	spec, err := loadClassifier()
@@ -65,6 +74,23 @@ func Open(dir string, f xtables.Family) (*Table, error) {
 	return t, nil
 }
 
+// CheckBPFFS creates dir if needed and makes sure it lies on a bpf
+// filesystem: pins anywhere else fail (EPERM), and would not outlive the
+// daemon as filtering must.
+func CheckBPFFS(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return fmt.Errorf("%w: statfs %s: %w", ErrUnavailable, dir, err)
+	}
+	if st.Type != unix.BPF_FS_MAGIC {
+		return fmt.Errorf("%w: %s is not on a bpf filesystem (mount -t bpf bpf %s)", ErrUnavailable, dir, filepath.Dir(dir))
+	}
+	return nil
+}
+
 func (t *Table) load(spec *ebpf.CollectionSpec) error {
 	prog, err := ebpf.LoadPinnedProgram(filepath.Join(t.dir, progPin), nil)
 	if err == nil {
@@ -81,9 +107,16 @@ func (t *Table) load(spec *ebpf.CollectionSpec) error {
 	for _, name := range mapNames {
 		spec.Maps[name].Pinning = ebpf.PinByName
 	}
+	if faultpoint.Reach("bpf.load-program") == faultpoint.Reject {
+		unloadable(spec)
+	}
 	var objs classifierObjects
 	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: t.dir}}
 	if err := spec.LoadAndAssign(&objs, opts); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return fmt.Errorf("%w: load classifier: %w", ErrUnavailable, err)
+		}
 		return fmt.Errorf("load classifier: %w", err)
 	}
 	if err := objs.XtbpfFilter.Pin(filepath.Join(t.dir, progPin)); err != nil {
@@ -92,6 +125,15 @@ func (t *Table) load(spec *ebpf.CollectionSpec) error {
 	}
 	t.prog, t.maps = objs.XtbpfFilter, objs.classifierMaps
 	return nil
+}
+
+// unloadable gives the classifier a body the verifier refuses (it reads
+// a register never written), for the tests of a rejected program.
+func unloadable(spec *ebpf.CollectionSpec) {
+	spec.Programs[classifierProgXtbpfFilter].Instructions = asm.Instructions{
+		asm.Mov.Reg(asm.R0, asm.R5),
+		asm.Return(),
+	}
 }
 
 var mapNames = []string{

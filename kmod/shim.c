@@ -118,6 +118,16 @@ static int dial(void)
 	while (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		if (errno == EISCONN)
 			break;
+		if (errno == EACCES) {
+			/* The socket is root's alone (0600). A caller it keeps
+			 * out gets the kernel's errno for a caller without
+			 * CAP_NET_ADMIN, as silently. (A non-root caller that
+			 * holds CAP_NET_ADMIN is kept out too, where the kernel
+			 * would let it in.) */
+			close(fd);
+			errno = EPERM;
+			return -1;
+		}
 		if (errno != EINTR) {
 			int err = errno;
 

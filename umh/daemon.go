@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"sync"
 
+	"xtbpf/bpf"
 	"xtbpf/translate"
 	"xtbpf/xtables"
 )
@@ -64,12 +65,16 @@ func New(cfg Config) (*Daemon, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	for _, dir := range []string{cfg.StateDir, cfg.BPFFS} {
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return nil, fmt.Errorf("create %s: %w", dir, err)
-		}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create %s: %w", cfg.StateDir, err)
 	}
 	d := &Daemon{cfg: cfg, log: cfg.Log, klog: openKlog(cfg.Log), ns: map[uint64]*nsState{}}
+	// Without a bpf filesystem no table can move to BPF, but the daemon
+	// still answers: each namespace it meets gets the errno and the
+	// reason, and works once bpffs is mounted, without a restart.
+	if err := bpf.CheckBPFFS(cfg.BPFFS); err != nil {
+		d.klog.printf(klogWarn, "%v", err)
+	}
 	d.metrics = newMetrics(d)
 	return d, nil
 }
@@ -109,15 +114,16 @@ func (d *Daemon) filterOf(ks kernelSock, fam xtables.Family) (*filter, error) {
 	if err := d.recordNetns(cookie, nsf); err != nil {
 		d.klog.printf(klogWarn, "%s filter: the namespace will not be freed when deleted: %v", famName(fam), err)
 	}
-	f, err := d.restoreFilter(cookie, fam, nsf)
+	f, err := d.restoreFilter(ks, cookie, fam, nsf)
 	if errors.Is(err, errNoState) {
-		f, err = d.firstUse(ks, fam, cookie, nsf)
+		if f, err = d.firstUse(ks, fam, cookie, nsf); err == nil {
+			d.persist(ks, f)
+		}
 	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s filter: %w", famName(fam), err)
 	}
 	n.filters[fam] = f
-	d.persist(ks, f)
 	return f, nil
 }
 

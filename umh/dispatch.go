@@ -148,10 +148,14 @@ func (d *Daemon) setAddCounters(req *request, fam xtables.Family) reply {
 		return errReply(err)
 	}
 	return d.withFilter(req, fam, "ADD_COUNTERS", func(f *filter) reply {
-		if err := f.addCounters(a); err != nil {
+		j, err := d.journalOf(req.sock, fam)
+		if err != nil {
+			return d.internal("ADD_COUNTERS", err)
+		}
+		if err := f.addCounters(a, j); err != nil {
+			d.klog.printf(klogWarn, "%s filter: counters not added: %v", famName(fam), err)
 			return errReply(err)
 		}
-		d.persist(req.sock, f)
 		return reply{}
 	})
 }
@@ -178,24 +182,27 @@ func (d *Daemon) setReplace(req *request, fam xtables.Family) reply {
 	if r.ValidHooks != f.table.ValidHooks {
 		return errReply(fmt.Errorf("replace: valid_hooks %#x, table has %#x: %w", r.ValidHooks, f.table.ValidHooks, unix.EINVAL))
 	}
-	old, err := d.install(req.sock, f, r)
+	j, err := d.journalOf(req.sock, fam)
 	if err != nil {
-		d.klog.printf(klogWarn, "%s filter: replace failed: %v", famName(fam), err)
+		return d.internal("SET_REPLACE", err)
+	}
+	old, err := d.install(j, req.sock, f, r)
+	if err != nil {
+		d.klog.printf(klogWarn, "%s filter: replace failed, the table in force stays: %v", famName(fam), err)
 		return errReply(err)
 	}
 	f.updated, f.latency = time.Now(), time.Since(start)
-	d.persist(req.sock, f)
 	d.trim.after(len(r.Entries))
 	return reply{payload: xtables.EncodeCounters(old), counters: true}
 }
 
 // install puts r in force in BPF when it translates, otherwise in the
 // kernel (fallback) or nowhere (strict).
-func (d *Daemon) install(ks kernelSock, f *filter, r *xtables.Replace) ([]xtables.Counters, error) {
+func (d *Daemon) install(j *journal, ks kernelSock, f *filter, r *xtables.Replace) ([]xtables.Counters, error) {
 	plan, err := translate.Build(&r.Table)
 	if err == nil {
 		wasKernel := f.kernel
-		old, err := f.replaceBPF(r, plan, ks)
+		old, err := f.replaceBPF(r, plan, ks, j)
 		if err == nil && wasKernel {
 			d.klog.printf(klogInfo, "%s filter: table runs in BPF again", famName(f.fam))
 		}
@@ -208,20 +215,23 @@ func (d *Daemon) install(ks kernelSock, f *filter, r *xtables.Replace) ([]xtable
 	if d.cfg.Mode == Strict {
 		return nil, fmt.Errorf("%v (strict mode): %w", un, errUntranslatable)
 	}
-	old, kerr := f.replaceKernel(r, un.Error(), ks)
+	old, kerr := f.replaceKernel(r, un.Error(), ks, j)
 	if kerr == nil {
 		d.klog.printf(klogInfo, "%s filter: handed to the kernel's xtables: %v", famName(f.fam), un)
 	}
 	return old, kerr
 }
 
+// persist saves a table first seen; a failure only costs a restart the
+// chance to tell an unchanged table from a fresh one, so it is reported,
+// and the first change that cannot be saved fails.
 func (d *Daemon) persist(ks kernelSock, f *filter) {
 	cookie, err := ks.cookie()
 	if err == nil {
 		err = d.save(cookie, f)
 	}
 	if err != nil {
-		d.klog.printf(klogWarn, "%s filter: state not saved, a restart would lose this change: %v", famName(f.fam), err)
+		d.klog.printf(klogWarn, "%s filter: state not saved: %v", famName(f.fam), err)
 	}
 }
 

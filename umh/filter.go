@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"xtbpf/bpf"
+	"xtbpf/internal/faultpoint"
 	"xtbpf/translate"
 	"xtbpf/xtables"
 )
@@ -22,7 +23,10 @@ import (
 // kernel's own xtables, in which case the data plane runs a pass-through
 // plan and requests are answered by the kernel.
 type filter struct {
-	fam    xtables.Family
+	fam xtables.Family
+	// seq and slot are as in saved.
+	seq    uint64
+	slot   uint32
 	kernel bool
 	reason string
 	// table is the table in force in BPF mode, as the kernel would hold
@@ -63,7 +67,12 @@ func newFilter(fam xtables.Family, dir string, netns *os.File, plan *translate.P
 		dp.Remove()
 		return nil, fmt.Errorf("attach data plane: %w", err)
 	}
-	return &filter{fam: fam, table: t, added: make([]xtables.Counters, len(t.Entries)), dp: dp, updated: time.Now()}, nil
+	slot, err := dp.Active()
+	if err != nil {
+		dp.Remove()
+		return nil, err
+	}
+	return &filter{fam: fam, seq: 1, slot: slot, table: t, added: make([]xtables.Counters, len(t.Entries)), dp: dp, updated: time.Now()}, nil
 }
 
 // kernelHasRules tells whether the kernel's own filter table in the
@@ -77,21 +86,30 @@ func kernelHasRules(ks kernelSock, fam xtables.Family, ki xtables.Info) (bool, e
 	if ki.NumEntries != uint32(len(initial.Entries)) || ki.Size != initial.Size {
 		return true, nil
 	}
+	entries, err := kernelEntries(ks, fam, ki)
+	if err != nil {
+		return false, err
+	}
+	return !bytes.Equal(xtables.EncodeEntries(fam, entries), xtables.EncodeEntries(fam, initial.Entries)), nil
+}
+
+// kernelEntries reads the kernel's filter table, counters zeroed.
+func kernelEntries(ks kernelSock, fam xtables.Family, ki xtables.Info) ([]xtables.Entry, error) {
 	const header = 40
 	buf := make([]byte, header+int(ki.Size))
 	copy(buf, "filter")
 	binary.NativeEndian.PutUint32(buf[32:], ki.Size)
 	if _, _, err := ks.get(solFor(fam), xtables.SoGetEntries, buf); err != nil {
-		return false, fmt.Errorf("kernel GET_ENTRIES filter: %w", err)
+		return nil, fmt.Errorf("kernel GET_ENTRIES filter: %w", err)
 	}
 	entries, err := xtables.DecodeEntries(fam, buf[header:])
 	if err != nil {
-		return false, fmt.Errorf("decode kernel table: %w", err)
+		return nil, fmt.Errorf("decode kernel table: %w", err)
 	}
 	for i := range entries {
 		entries[i].Counters = xtables.Counters{}
 	}
-	return !bytes.Equal(xtables.EncodeEntries(fam, entries), xtables.EncodeEntries(fam, initial.Entries)), nil
+	return entries, nil
 }
 
 // counters returns each entry's packet and byte counts, as the kernel's
@@ -131,41 +149,89 @@ func (f *filter) entries() ([]byte, error) {
 	return xtables.EncodeEntries(f.fam, es), nil
 }
 
-func (f *filter) addCounters(a *xtables.AddCounters) error {
+// addCounters adds to the entries' counters, saved first: counters the
+// state directory refused would be lost by a restart, so the call fails.
+func (f *filter) addCounters(a *xtables.AddCounters, j *journal) error {
 	if err := xtables.CheckAddCounters(a, uint32(len(f.table.Entries))); err != nil {
 		return err
 	}
+	added := make([]xtables.Counters, len(f.added))
+	copy(added, f.added)
 	for i, c := range a.Counters {
-		f.added[i].Packets += c.Packets
-		f.added[i].Bytes += c.Bytes
+		added[i].Packets += c.Packets
+		added[i].Bytes += c.Bytes
 	}
+	s := f.snapshot()
+	s.Added = added
+	if err := j.save(s); err != nil {
+		return err
+	}
+	f.added = added
 	return nil
+}
+
+// next is the state f reaches when t is in force, in slot.
+func (f *filter) next(kernel bool, reason string, t *xtables.Table, slot uint32) *saved {
+	return &saved{Seq: f.seq + 1, Slot: slot, Kernel: kernel, Reason: reason, Info: xtables.InfoOf(t),
+		Entries: xtables.EncodeEntries(f.fam, t.Entries), Added: make([]xtables.Counters, len(t.Entries))}
+}
+
+// apply makes s, whose table is t, the state of f.
+func (f *filter) apply(s *saved, t *xtables.Table) {
+	f.seq, f.slot, f.kernel, f.reason = s.Seq, s.Slot, s.Kernel, s.Reason
+	f.table = t
+	f.added = make([]xtables.Counters, len(t.Entries))
 }
 
 // replaceBPF puts a translated table in force and returns the counters of
 // the table it replaced, which the caller writes where the kernel would.
-func (f *filter) replaceBPF(r *xtables.Replace, plan *translate.Plan, ks kernelSock) ([]xtables.Counters, error) {
+func (f *filter) replaceBPF(r *xtables.Replace, plan *translate.Plan, ks kernelSock, j *journal) ([]xtables.Counters, error) {
 	if f.kernel {
-		return f.kernelToBPF(r, plan, ks)
+		return f.kernelToBPF(r, plan, ks, j)
 	}
 	if err := xtables.CheckCounters(r, uint32(len(f.table.Entries))); err != nil {
 		return nil, err
 	}
-	prev := f.added
+	next := f.next(false, "", &r.Table, f.slot^1)
+	if err := j.begin(next); err != nil {
+		return nil, err
+	}
+	defer j.done()
 	live, err := f.dp.Install(plan)
 	if err != nil {
 		return nil, fmt.Errorf("install: %w", dataplaneErrno(err))
 	}
-	old := sumCounters(prev, live)
-	f.table = &r.Table
-	f.added = make([]xtables.Counters, len(r.Entries))
+	if err := j.commit(next); err != nil {
+		return nil, f.undo(err, ks, false)
+	}
+	old := sumCounters(f.added, live)
+	f.apply(next, &r.Table)
 	return old, nil
+}
+
+// undo puts f's own table back in force after a change failed with err,
+// giving the kernel back its empty table when the change had filled it.
+func (f *filter) undo(err error, ks kernelSock, kernelFilled bool) error {
+	var errs []error
+	if rerr := f.dp.Activate(f.slot); rerr != nil {
+		errs = append(errs, rerr)
+	}
+	if kernelFilled {
+		if rerr := emptyKernelTable(ks, f.fam, false); rerr != nil {
+			errs = append(errs, rerr)
+		}
+	}
+	if rerr := errors.Join(errs...); rerr != nil {
+		return fmt.Errorf("%w (and undoing the change failed: %v)", err, rerr)
+	}
+	return err
 }
 
 // kernelToBPF moves a table from the kernel's xtables back to BPF. BPF
 // takes over before the kernel's table is emptied, so no packet passes
-// unfiltered in between.
-func (f *filter) kernelToBPF(r *xtables.Replace, plan *translate.Plan, ks kernelSock) ([]xtables.Counters, error) {
+// unfiltered in between; the kernel's table is emptied only once the move
+// is saved, so a daemon killed before that finds the old table whole.
+func (f *filter) kernelToBPF(r *xtables.Replace, plan *translate.Plan, ks kernelSock, j *journal) ([]xtables.Counters, error) {
 	ki, err := kernelInfo(ks, f.fam)
 	if err != nil {
 		return nil, err
@@ -173,8 +239,16 @@ func (f *filter) kernelToBPF(r *xtables.Replace, plan *translate.Plan, ks kernel
 	if err := xtables.CheckCounters(r, ki.NumEntries); err != nil {
 		return nil, err
 	}
+	next := f.next(false, "", &r.Table, f.slot^1)
+	if err := j.begin(next); err != nil {
+		return nil, err
+	}
+	defer j.done()
 	if _, err := f.dp.Install(plan); err != nil {
 		return nil, fmt.Errorf("install: %w", dataplaneErrno(err))
+	}
+	if err := j.commit(next); err != nil {
+		return nil, f.undo(err, ks, false)
 	}
 	empty, err := xtables.InitialTable(f.fam, "filter")
 	if err != nil {
@@ -183,24 +257,24 @@ func (f *filter) kernelToBPF(r *xtables.Replace, plan *translate.Plan, ks kernel
 	old, err := kernelReplace(ks, &xtables.Replace{Table: *empty, NumCounters: ki.NumEntries})
 	if err != nil {
 		// The kernel still holds the old rules: hand the table back to it
-		// rather than run both.
-		if _, rerr := f.dp.Install(translate.Passthrough(f.fam)); rerr != nil {
-			return nil, fmt.Errorf("empty kernel table: %w (and restoring pass-through failed: %v)", err, rerr)
+		// rather than run both, and save that again.
+		err = f.undo(fmt.Errorf("empty kernel table: %w", err), ks, false)
+		f.seq = next.Seq + 1
+		if serr := j.save(f.snapshot()); serr != nil {
+			err = fmt.Errorf("%w (and saving the table back in the kernel failed: %v)", err, serr)
 		}
-		return nil, fmt.Errorf("empty kernel table: %w", err)
+		return nil, err
 	}
-	f.kernel, f.reason = false, ""
-	f.table = &r.Table
-	f.added = make([]xtables.Counters, len(r.Entries))
+	f.apply(next, &r.Table)
 	return old, nil
 }
 
 // replaceKernel hands a table BPF cannot run to the kernel's xtables
 // (fallback mode). The kernel's table takes the new rules before BPF steps
 // aside, so no packet passes unfiltered in between.
-func (f *filter) replaceKernel(r *xtables.Replace, reason string, ks kernelSock) ([]xtables.Counters, error) {
+func (f *filter) replaceKernel(r *xtables.Replace, reason string, ks kernelSock, j *journal) ([]xtables.Counters, error) {
 	if f.kernel {
-		return kernelReplace(ks, r)
+		return f.kernelToKernel(r, reason, ks, j)
 	}
 	if err := xtables.CheckCounters(r, uint32(len(f.table.Entries))); err != nil {
 		return nil, err
@@ -209,21 +283,94 @@ func (f *filter) replaceKernel(r *xtables.Replace, reason string, ks kernelSock)
 	if err != nil {
 		return nil, err
 	}
+	next := f.next(true, reason, &r.Table, f.slot^1)
+	if err := j.begin(next); err != nil {
+		return nil, err
+	}
+	defer j.done()
 	kr := *r
 	kr.NumCounters = ki.NumEntries
 	if _, err := kernelReplace(ks, &kr); err != nil {
 		return nil, err
 	}
-	prev := f.added
+	faultpoint.Reach("umh.kernel-replaced")
 	live, err := f.dp.Install(translate.Passthrough(f.fam))
 	if err != nil {
-		return nil, fmt.Errorf("step data plane aside: %w", dataplaneErrno(err))
+		return nil, f.undo(fmt.Errorf("step data plane aside: %w", dataplaneErrno(err)), ks, true)
 	}
-	old := sumCounters(prev, live)
-	f.kernel, f.reason = true, reason
-	f.table = &r.Table
-	f.added = make([]xtables.Counters, len(r.Entries))
+	if err := j.commit(next); err != nil {
+		return nil, f.undo(err, ks, true)
+	}
+	old := sumCounters(f.added, live)
+	f.apply(next, &r.Table)
 	return old, nil
+}
+
+// kernelToKernel replaces a table the kernel holds. The kernel's replace
+// is atomic and hands back the old counters, so it cannot be undone: if
+// the state is not saved after it, the change stands and the intent left
+// behind tells a restarted daemon so.
+func (f *filter) kernelToKernel(r *xtables.Replace, reason string, ks kernelSock, j *journal) ([]xtables.Counters, error) {
+	next := f.next(true, reason, &r.Table, f.slot)
+	if err := j.begin(next); err != nil {
+		return nil, err
+	}
+	old, err := kernelReplace(ks, r)
+	if err != nil {
+		j.done()
+		return nil, err
+	}
+	if err := j.commit(next); err != nil {
+		j.d.klog.printf(klogWarn, "%s filter: in force in the kernel but not saved: %v", famName(f.fam), err)
+	} else {
+		j.done()
+	}
+	f.apply(next, &r.Table)
+	return old, nil
+}
+
+// emptyKernelTable gives the kernel's filter table of the namespace its
+// initial, empty state; onlyIfRules leaves a table already empty alone.
+func emptyKernelTable(ks kernelSock, fam xtables.Family, onlyIfRules bool) error {
+	ki, err := kernelInfo(ks, fam)
+	if err != nil {
+		return err
+	}
+	if onlyIfRules {
+		has, err := kernelHasRules(ks, fam, ki)
+		if err != nil || !has {
+			return err
+		}
+	}
+	empty, err := xtables.InitialTable(fam, "filter")
+	if err != nil {
+		return err
+	}
+	if _, err := kernelReplace(ks, &xtables.Replace{Table: *empty, NumCounters: ki.NumEntries}); err != nil {
+		return fmt.Errorf("empty kernel table: %w", err)
+	}
+	return nil
+}
+
+// kernelHolds tells whether the kernel's filter table has exactly the
+// entries given (encoded, counters aside).
+func kernelHolds(ks kernelSock, fam xtables.Family, want []byte) (bool, error) {
+	ki, err := kernelInfo(ks, fam)
+	if err != nil {
+		return false, err
+	}
+	entries, err := kernelEntries(ks, fam, ki)
+	if err != nil {
+		return false, err
+	}
+	wantEntries, err := xtables.DecodeEntries(fam, want)
+	if err != nil {
+		return false, fmt.Errorf("decode intended table: %w", err)
+	}
+	for i := range wantEntries {
+		wantEntries[i].Counters = xtables.Counters{}
+	}
+	return bytes.Equal(xtables.EncodeEntries(fam, entries), xtables.EncodeEntries(fam, wantEntries)), nil
 }
 
 func sumCounters(added []xtables.Counters, live []bpf.Counter) []xtables.Counters {
@@ -238,11 +385,19 @@ func sumCounters(added []xtables.Counters, live []bpf.Counter) []xtables.Counter
 	return out
 }
 
-// dataplaneErrno keeps a kernel errno from the BPF side (ENOMEM from a map,
-// EPERM from memlock) and reports anything else as EIO.
+// dataplaneErrno is what the caller hears when the data plane fails. A
+// data plane that cannot be loaded at all (no bpffs, program refused by
+// the verifier) answers ENOENT, as the kernel does for a table whose
+// module cannot be loaded ("Table does not exist (do you need to
+// insmod?)"). A kernel errno from the BPF side is kept: ENOMEM when a map
+// cannot be allocated (memory cgroup or memlock), which is also what the
+// kernel's own xt_alloc_table_info answers. Anything else is EIO.
 func dataplaneErrno(err error) error {
 	var errno unix.Errno
-	if errors.As(err, &errno) {
+	switch {
+	case errors.Is(err, bpf.ErrUnavailable):
+		return withErrno(err, unix.ENOENT)
+	case errors.As(err, &errno):
 		return err
 	}
 	return fmt.Errorf("%w: %w", err, unix.EIO)
@@ -280,3 +435,16 @@ func kernelReplace(ks kernelSock, r *xtables.Replace) ([]xtables.Counters, error
 	}
 	return buf, nil
 }
+
+// errnoError is err answered with errno, whatever errno err itself
+// carries (the verifier's EACCES, a file system's EPERM).
+type errnoError struct {
+	err   error
+	errno unix.Errno
+}
+
+func withErrno(err error, errno unix.Errno) error { return &errnoError{err: err, errno: errno} }
+
+func (e *errnoError) Error() string { return e.err.Error() }
+
+func (e *errnoError) Unwrap() error { return e.errno }

@@ -14,13 +14,27 @@ import (
 type Proc struct {
 	*Daemon
 	bin, logPath string
-	cmd          *exec.Cmd
-	exited       chan error
+	// Env is added to the daemon's environment at each Start.
+	Env []string
+	// PrivateMounts starts the daemon in a mount namespace of its own,
+	// where a test may remount its state directory (MountNS).
+	PrivateMounts bool
+	cmd           *exec.Cmd
+	exited        chan error
 }
 
 // StartProc is StartDaemon for tests that stop the daemon themselves; the
 // daemon still running when the test ends is stopped then.
 func StartProc(t testing.TB, mode string) *Proc {
+	t.Helper()
+	p := NewProc(t, mode)
+	p.Start(t)
+	return p
+}
+
+// NewProc lays out a daemon like StartProc without starting it, so a test
+// can set its binary, environment or mounts first.
+func NewProc(t testing.TB, mode string) *Proc {
 	t.Helper()
 	d, dir, bin := prepare(t, mode)
 	p := &Proc{Daemon: d, bin: filepath.Join(bin, "xtbpfd"), logPath: filepath.Join(dir, "xtbpfd.log")}
@@ -32,7 +46,6 @@ func StartProc(t testing.TB, mode string) *Proc {
 			t.Logf("xtbpfd log:\n%s", readLog(p.logPath))
 		}
 	})
-	p.Start(t)
 	return p
 }
 
@@ -49,6 +62,12 @@ func (p *Proc) Start(t testing.TB) {
 	cmd := exec.Command(p.bin, "--socket", p.Socket, "--state-dir", p.StateDir,
 		"--bpffs", p.BPFFS, "--mode", p.Mode, "--log-level", "debug")
 	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = append(os.Environ(), p.Env...)
+	if p.PrivateMounts {
+		// Go makes the new namespace's mounts private, so nothing done
+		// there reaches the host.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS}
+	}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		t.Fatalf("start xtbpfd: %v", err)
