@@ -128,7 +128,7 @@ func (f *filter) entries() ([]byte, error) {
 	for i := range es {
 		es[i].Counters = c[i]
 	}
-	return xtables.EncodeEntries(f.fam, es), nil
+	return xtables.EncodeUserEntries(f.fam, es), nil
 }
 
 func (f *filter) addCounters(a *xtables.AddCounters) error {
