@@ -109,7 +109,7 @@ func rateCases(f Family) []rateCase {
 		mod("b1 bytes too fast", func(c *HashlimitCfg) { c.Mode |= HashlimitBytes; c.Avg = 1 })
 		mod("rm rate match", func(c *HashlimitCfg) { c.Mode |= HashlimitRateMatch; c.Interval = 1 })
 		mod("r0 rate match avg 0", func(c *HashlimitCfg) { c.Mode |= HashlimitRateMatch; c.Avg, c.Interval = 0, 1 })
-		mod("rb rate match avg above 32 bits", func(c *HashlimitCfg) { c.Mode |= HashlimitRateMatch; c.Avg, c.Interval = 1 << 32, 1 })
+		mod("rb rate match avg above 32 bits", func(c *HashlimitCfg) { c.Mode |= HashlimitRateMatch; c.Avg, c.Interval = 1<<32, 1 })
 		mod("ri rate match interval 0", func(c *HashlimitCfg) { c.Mode |= HashlimitRateMatch })
 	}
 	return cases
