@@ -13,6 +13,55 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type classifierHlEnt struct {
+	_    structs.HostLayout
+	Lock struct {
+		_   structs.HostLayout
+		Val uint32
+	}
+	Pad     uint32
+	Expires uint64
+	Prev    uint64
+	W       [4]uint64
+}
+
+type classifierHlKey struct {
+	_     structs.HostLayout
+	Src   [4]uint32
+	Dst   [4]uint32
+	Sport uint16
+	Dport uint16
+}
+
+type classifierHlMeta struct {
+	_     structs.HostLayout
+	Timer struct {
+		_ structs.HostLayout
+		_ [16]byte
+	}
+	GcNs       uint64
+	Avg        uint64
+	Burst      uint64
+	Mode       uint32
+	Size       uint32
+	Max        uint32
+	GcInterval uint32
+	Expire     uint32
+	Interval   uint32
+	Srcmask    uint8
+	Dstmask    uint8
+	BucketInit uint8
+	Pad        [5]uint8
+	Name       [256]int8
+}
+
+type classifierXtCtl struct {
+	_       structs.HostLayout
+	Jiffies uint64
+	Slot    uint32
+	Arm     uint32
+}
+
 type classifierXtExt struct {
 	_           structs.HostLayout
 	Addr        [8][4]uint32
@@ -58,6 +107,27 @@ type classifierXtMeta struct {
 	Depth     uint32
 }
 
+type classifierXtRate struct {
+	_         structs.HostLayout
+	Prev      uint64
+	Credit    uint32
+	CreditCap uint32
+	Cost      uint32
+	Slot      uint32
+	Cpj       uint64
+	Smask     [4]uint32
+	Dmask     [4]uint32
+	Mode      uint32
+	Flags     uint32
+	Expire    uint64
+	Init      [4]uint64
+	BytesCpj  uint64
+	BytesCap  uint64
+	Hz        uint32
+	Pad       uint32
+	Fresh     [7]uint64
+}
+
 type classifierXtRule struct {
 	_       structs.HostLayout
 	Src     [4]uint32
@@ -87,11 +157,18 @@ const (
 	classifierMapBusy         = "busy"
 	classifierMapCounters     = "counters"
 	classifierMapExts         = "exts"
+	classifierMapHtables      = "htables"
+	classifierMapHtmeta       = "htmeta"
 	classifierMapMeta         = "meta"
+	classifierMapRates        = "rates"
 	classifierMapRules        = "rules"
 	classifierMapStacks       = "stacks"
+	classifierProgXtbpfCtl    = "xtbpf_ctl"
 	classifierProgXtbpfFilter = "xtbpf_filter"
 	classifierVarUnusedExt    = "unused_ext"
+	classifierVarUnusedHlEnt  = "unused_hl_ent"
+	classifierVarUnusedHlKey  = "unused_hl_key"
+	classifierVarUnusedRate   = "unused_rate"
 	classifierVarUnusedRule   = "unused_rule"
 )
 
@@ -137,6 +214,7 @@ type classifierSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type classifierProgramSpecs struct {
+	XtbpfCtl    *ebpf.ProgramSpec `ebpf:"xtbpf_ctl"`
 	XtbpfFilter *ebpf.ProgramSpec `ebpf:"xtbpf_filter"`
 }
 
@@ -148,7 +226,10 @@ type classifierMapSpecs struct {
 	Busy     *ebpf.MapSpec `ebpf:"busy"`
 	Counters *ebpf.MapSpec `ebpf:"counters"`
 	Exts     *ebpf.MapSpec `ebpf:"exts"`
+	Htables  *ebpf.MapSpec `ebpf:"htables"`
+	Htmeta   *ebpf.MapSpec `ebpf:"htmeta"`
 	Meta     *ebpf.MapSpec `ebpf:"meta"`
+	Rates    *ebpf.MapSpec `ebpf:"rates"`
 	Rules    *ebpf.MapSpec `ebpf:"rules"`
 	Stacks   *ebpf.MapSpec `ebpf:"stacks"`
 }
@@ -157,8 +238,11 @@ type classifierMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type classifierVariableSpecs struct {
-	UnusedExt  *ebpf.VariableSpec `ebpf:"unused_ext"`
-	UnusedRule *ebpf.VariableSpec `ebpf:"unused_rule"`
+	UnusedExt   *ebpf.VariableSpec `ebpf:"unused_ext"`
+	UnusedHlEnt *ebpf.VariableSpec `ebpf:"unused_hl_ent"`
+	UnusedHlKey *ebpf.VariableSpec `ebpf:"unused_hl_key"`
+	UnusedRate  *ebpf.VariableSpec `ebpf:"unused_rate"`
+	UnusedRule  *ebpf.VariableSpec `ebpf:"unused_rule"`
 }
 
 // classifierObjects contains all objects after they have been loaded into the kernel.
@@ -185,7 +269,10 @@ type classifierMaps struct {
 	Busy     *ebpf.Map `ebpf:"busy"`
 	Counters *ebpf.Map `ebpf:"counters"`
 	Exts     *ebpf.Map `ebpf:"exts"`
+	Htables  *ebpf.Map `ebpf:"htables"`
+	Htmeta   *ebpf.Map `ebpf:"htmeta"`
 	Meta     *ebpf.Map `ebpf:"meta"`
+	Rates    *ebpf.Map `ebpf:"rates"`
 	Rules    *ebpf.Map `ebpf:"rules"`
 	Stacks   *ebpf.Map `ebpf:"stacks"`
 }
@@ -196,7 +283,10 @@ func (m *classifierMaps) Close() error {
 		m.Busy,
 		m.Counters,
 		m.Exts,
+		m.Htables,
+		m.Htmeta,
 		m.Meta,
+		m.Rates,
 		m.Rules,
 		m.Stacks,
 	)
@@ -206,19 +296,24 @@ func (m *classifierMaps) Close() error {
 //
 // It can be passed to loadClassifierObjects or ebpf.CollectionSpec.LoadAndAssign.
 type classifierVariables struct {
-	UnusedExt  *ebpf.Variable `ebpf:"unused_ext"`
-	UnusedRule *ebpf.Variable `ebpf:"unused_rule"`
+	UnusedExt   *ebpf.Variable `ebpf:"unused_ext"`
+	UnusedHlEnt *ebpf.Variable `ebpf:"unused_hl_ent"`
+	UnusedHlKey *ebpf.Variable `ebpf:"unused_hl_key"`
+	UnusedRate  *ebpf.Variable `ebpf:"unused_rate"`
+	UnusedRule  *ebpf.Variable `ebpf:"unused_rule"`
 }
 
 // classifierPrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to loadClassifierObjects or ebpf.CollectionSpec.LoadAndAssign.
 type classifierPrograms struct {
+	XtbpfCtl    *ebpf.Program `ebpf:"xtbpf_ctl"`
 	XtbpfFilter *ebpf.Program `ebpf:"xtbpf_filter"`
 }
 
 func (p *classifierPrograms) Close() error {
 	return _ClassifierClose(
+		p.XtbpfCtl,
 		p.XtbpfFilter,
 	)
 }

@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"xtbpf/translate"
+	"xtbpf/xtables"
 )
 
 // batchSize bounds the counter entries read per system call.
@@ -19,11 +20,11 @@ const membarrierCmdGlobal = 1
 
 // generation is one of the two slots of the outer maps and of meta.
 type generation struct {
-	rules, exts, counters, stack *ebpf.Map
+	rules, exts, counters, stack, rates *ebpf.Map
 }
 
 func (g *generation) close() {
-	for _, m := range []*ebpf.Map{g.rules, g.exts, g.counters, g.stack} {
+	for _, m := range []*ebpf.Map{g.rules, g.exts, g.counters, g.stack, g.rates} {
 		if m != nil {
 			m.Close()
 		}
@@ -47,18 +48,33 @@ func (t *Table) Install(p *translate.Plan) ([]Counter, error) {
 	if err := t.maps.Meta.Lookup(cur, &was); err != nil {
 		return nil, fmt.Errorf("install: read meta: %w", err)
 	}
+	tables, fresh, err := t.resolveHtables(p)
+	if err != nil {
+		return nil, fmt.Errorf("install: %w", err)
+	}
 	if p.Conntrack {
 		if err := t.holdConntrack(true); err != nil {
 			return nil, fmt.Errorf("install: %w", err)
 		}
 	}
-	if err := t.fill(next, p); err != nil {
+	if err := t.createHtables(fresh); err != nil {
+		return nil, fmt.Errorf("install: %w", err)
+	}
+	if err := t.fill(next, p, tables); err != nil {
+		t.dropHtables(fresh)
 		return nil, fmt.Errorf("install: %w", err)
 	}
 	if err := t.maps.Active.Put(uint32(0), next); err != nil {
+		t.dropHtables(fresh)
 		return nil, fmt.Errorf("install: flip generation: %w", err)
 	}
 	if err := waitForReaders(); err != nil {
+		return nil, fmt.Errorf("install: %w", err)
+	}
+	if err := t.noteBucketInit(p, tables); err != nil {
+		return nil, fmt.Errorf("install: %w", err)
+	}
+	if err := t.dropUnusedHtables(tables); err != nil {
 		return nil, fmt.Errorf("install: %w", err)
 	}
 	if !p.Conntrack && was.Flags&metaConntrack != 0 {
@@ -75,42 +91,41 @@ func (t *Table) Install(p *translate.Plan) ([]Counter, error) {
 
 // fill builds generation g's maps for p and publishes them in the
 // outer maps and meta; packets do not look at g until it is flipped in.
-func (t *Table) fill(g uint32, p *translate.Plan) error {
-	rules, exts, err := rulesOf(p)
+func (t *Table) fill(g uint32, p *translate.Plan, tables map[string]*htable) error {
+	env, err := t.rateEnv(p, tables)
+	if err != nil {
+		return err
+	}
+	recs, err := rulesOf(p, env)
 	if err != nil {
 		return err
 	}
 	m := metaOf(p)
+	if env.ports {
+		m.Flags |= metaHashlimitPorts
+	}
 	cpus, err := ebpf.PossibleCPU()
 	if err != nil {
 		return err
 	}
-	gen, err := t.newGeneration(cpus*max(len(rules), 1), max(len(exts), 1), cpus*int(m.Depth)*stackSlots)
+	gen, err := t.newGeneration(cpus*max(len(recs.rules), 1), max(len(recs.exts), 1), cpus*int(m.Depth)*stackSlots, max(len(recs.rates), 1))
 	if err != nil {
 		return err
 	}
 	defer gen.close()
-	if len(rules) > 0 {
-		keys := make([]uint32, len(rules))
-		for i := range keys {
-			keys[i] = uint32(i)
-		}
-		if _, err := gen.rules.BatchUpdate(keys, rules, nil); err != nil {
-			return fmt.Errorf("write rules: %w", err)
-		}
+	if err := writeArray(gen.rules, recs.rules); err != nil {
+		return fmt.Errorf("write rules: %w", err)
 	}
-	if len(exts) > 0 {
-		keys := make([]uint32, len(exts))
-		for i := range keys {
-			keys[i] = uint32(i)
-		}
-		if _, err := gen.exts.BatchUpdate(keys, exts, nil); err != nil {
-			return fmt.Errorf("write match payloads: %w", err)
-		}
+	if err := writeArray(gen.exts, recs.exts); err != nil {
+		return fmt.Errorf("write match payloads: %w", err)
+	}
+	if err := writeArray(gen.rates, recs.rates); err != nil {
+		return fmt.Errorf("write limit and hashlimit records: %w", err)
 	}
 	for _, pub := range []struct {
 		outer, inner *ebpf.Map
-	}{{t.maps.Rules, gen.rules}, {t.maps.Exts, gen.exts}, {t.maps.Counters, gen.counters}, {t.maps.Stacks, gen.stack}} {
+	}{{t.maps.Rules, gen.rules}, {t.maps.Exts, gen.exts}, {t.maps.Counters, gen.counters}, {t.maps.Stacks, gen.stack},
+		{t.maps.Rates, gen.rates}} {
 		if err := pub.outer.Put(g, pub.inner); err != nil {
 			return fmt.Errorf("publish generation %d: %w", g, err)
 		}
@@ -121,14 +136,49 @@ func (t *Table) fill(g uint32, p *translate.Plan) error {
 	return nil
 }
 
-func (t *Table) newGeneration(entries, exts, frames int) (*generation, error) {
+// writeArray fills an array map from index 0.
+func writeArray[T any](m *ebpf.Map, vals []T) error {
+	if len(vals) == 0 {
+		return nil
+	}
+	keys := make([]uint32, len(vals))
+	for i := range keys {
+		keys[i] = uint32(i)
+	}
+	_, err := m.BatchUpdate(keys, vals, nil)
+	return err
+}
+
+// rateEnv gathers what the plan's limit and hashlimit records need; limit
+// buckets start now, as limit_mt_check stamps them.
+func (t *Table) rateEnv(p *translate.Plan, tables map[string]*htable) (*rateEnv, error) {
+	env := &rateEnv{family: p.Family, tables: tables}
+	for i := range p.Rules {
+		for _, m := range p.Rules[i].Matches {
+			if m.Kind != translate.MatchLimit && m.Kind != translate.MatchHashlimit {
+				continue
+			}
+			var err error
+			if env.hz, err = xtables.KernelHZ(); err != nil {
+				return nil, err
+			}
+			if env.jiffies, err = t.Jiffies(); err != nil {
+				return nil, err
+			}
+			return env, nil
+		}
+	}
+	return env, nil
+}
+
+func (t *Table) newGeneration(entries, exts, frames, rates int) (*generation, error) {
 	var g generation
 	for _, x := range []struct {
 		spec *ebpf.MapSpec
 		size int
 		dst  **ebpf.Map
 	}{{t.inner.rules, entries, &g.rules}, {t.inner.exts, exts, &g.exts},
-		{t.inner.counters, entries, &g.counters}, {t.inner.stack, frames, &g.stack}} {
+		{t.inner.counters, entries, &g.counters}, {t.inner.stack, frames, &g.stack}, {t.inner.rates, rates, &g.rates}} {
 		spec := x.spec.Copy()
 		spec.MaxEntries = uint32(x.size)
 		m, err := ebpf.NewMap(spec)

@@ -31,7 +31,7 @@ var matchKinds = map[translate.MatchKind]uint8{
 	translate.MatchState: 4, translate.MatchConntrack: 5, translate.MatchMultiport: 6,
 	translate.MatchIPRange: 7, translate.MatchMark: 8, translate.MatchPktType: 9,
 	translate.MatchLength: 10, translate.MatchTTL: 11, translate.MatchTOS: 12,
-	translate.MatchECN: 13,
+	translate.MatchECN: 13, translate.MatchLimit: 20, translate.MatchHashlimit: 21,
 }
 
 func metaOf(p *translate.Plan) classifierXtMeta {
@@ -57,20 +57,27 @@ func metaOf(p *translate.Plan) classifierXtMeta {
 	return m
 }
 
-// rulesOf encodes the rule records and, in a second array the records
-// point into, the payloads too large for a rule's match slot.
-func rulesOf(p *translate.Plan) ([]classifierXtRule, []classifierXtExt, error) {
-	out := make([]classifierXtRule, len(p.Rules))
-	var exts []classifierXtExt
-	for i := range p.Rules {
-		if err := encodeRule(&out[i], &exts, &p.Rules[i]); err != nil {
-			return nil, nil, fmt.Errorf("encode entry %d: %w", i, err)
-		}
-	}
-	return out, exts, nil
+// records are what a plan's generation holds besides its meta: the rule
+// records; in a second array the records point into, the payloads too
+// large for a rule's match slot; in a third, the records of the limit and
+// hashlimit matches.
+type records struct {
+	rules []classifierXtRule
+	exts  []classifierXtExt
+	rates []classifierXtRate
 }
 
-func encodeRule(dst *classifierXtRule, exts *[]classifierXtExt, r *translate.PlanRule) error {
+func rulesOf(p *translate.Plan, env *rateEnv) (*records, error) {
+	out := &records{rules: make([]classifierXtRule, len(p.Rules))}
+	for i := range p.Rules {
+		if err := out.encodeRule(&out.rules[i], &p.Rules[i], env); err != nil {
+			return nil, fmt.Errorf("encode entry %d: %w", i, err)
+		}
+	}
+	return out, nil
+}
+
+func (out *records) encodeRule(dst *classifierXtRule, r *translate.PlanRule, env *rateEnv) error {
 	if len(r.Matches) > len(dst.M) {
 		return fmt.Errorf("%d matches, room for %d", len(r.Matches), len(dst.M))
 	}
@@ -99,8 +106,12 @@ func encodeRule(dst *classifierXtRule, exts *[]classifierXtExt, r *translate.Pla
 	for i, m := range r.Matches {
 		dst.M[i] = encodeMatch(&m)
 		if x, ok := encodeExt(&m); ok {
-			dst.M[i].Ext = uint32(len(*exts))
-			*exts = append(*exts, x)
+			dst.M[i].Ext = uint32(len(out.exts))
+			out.exts = append(out.exts, x)
+		}
+		if m.Kind == translate.MatchLimit || m.Kind == translate.MatchHashlimit {
+			dst.M[i].Ext = uint32(len(out.rates))
+			out.rates = append(out.rates, env.rateOf(&m))
 		}
 	}
 	return nil
