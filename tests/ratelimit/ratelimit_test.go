@@ -20,6 +20,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -52,24 +53,30 @@ func newTwin(t *testing.T) *twin {
 	tw := &twin{d: nstest.StartDaemon(t, "strict"), k: nstest.New(t, "xrl-k"), x: nstest.New(t, "xrl-x"),
 		ks: map[xtables.Family]*os.File{}, xs: map[xtables.Family]*os.File{}}
 	for _, ns := range []*nstest.NS{tw.k, tw.x} {
-		for _, c := range [][]string{
-			{"link", "add", "d0", "type", "veth", "peer", "name", "d1"},
-			{"link", "set", "d0", "addrgenmode", "none"},
-			{"link", "set", "d0", "up"},
-			{"addr", "add", "10.9.0.1/24", "dev", "d0"},
-			{"addr", "add", "fd00:9::1/64", "dev", "d0", "nodad"},
-			{"neigh", "add", dst4, "lladdr", "02:00:00:00:09:02", "dev", "d0", "nud", "permanent"},
-			{"neigh", "add", dst6, "lladdr", "02:00:00:00:09:02", "dev", "d0", "nud", "permanent"},
-		} {
-			if r := ns.Run(t, "", append([]string{"ip"}, c...)...); r.Code != 0 {
-				t.Fatalf("ip %v in %s: %s", c, ns.Name, r.Stderr)
-			}
-		}
+		sink(t, ns)
 	}
 	for _, f := range []xtables.Family{xtables.IPv4, xtables.IPv6} {
 		tw.ks[f], tw.xs[f] = tw.k.RawSocket(t, int(f)), tw.x.RawSocket(t, int(f))
 	}
 	return tw
+}
+
+// sink sets up the device the test's packets leave by.
+func sink(t *testing.T, ns *nstest.NS) {
+	t.Helper()
+	for _, c := range [][]string{
+		{"link", "add", "d0", "type", "veth", "peer", "name", "d1"},
+		{"link", "set", "d0", "addrgenmode", "none"},
+		{"link", "set", "d0", "up"},
+		{"addr", "add", "10.9.0.1/24", "dev", "d0"},
+		{"addr", "add", "fd00:9::1/64", "dev", "d0", "nodad"},
+		{"neigh", "add", dst4, "lladdr", "02:00:00:00:09:02", "dev", "d0", "nud", "permanent"},
+		{"neigh", "add", dst6, "lladdr", "02:00:00:00:09:02", "dev", "d0", "nud", "permanent"},
+	} {
+		if r := ns.Run(t, "", append([]string{"ip"}, c...)...); r.Code != 0 {
+			t.Fatalf("ip %v in %s: %s", c, ns.Name, r.Stderr)
+		}
+	}
 }
 
 func restoreTool(f xtables.Family) string {
@@ -421,5 +428,50 @@ func TestHashlimitExpiryAgainstKernel(t *testing.T) {
 	for _, ns := range []*nstest.NS{tw.k, tw.x} {
 		r := ns.Run(t, "", "cat", "/proc/net/ipt_hashlimit/exp")
 		t.Logf("%s: /proc/net/ipt_hashlimit/exp: exit %d %q", ns.Name, r.Code, strings.TrimSpace(r.Stdout+r.Stderr))
+	}
+}
+
+// TestHashlimitSurvivesRestart: a hashlimit table outlives the daemon
+// (the pinned data plane goes on using it) and a restarted daemon finds it
+// again: a replace that still names it keeps its buckets and its
+// creator's configuration, as the kernel keeps a table a rule refers to.
+func TestHashlimitSurvivesRestart(t *testing.T) {
+	p := nstest.StartProc(t, "strict")
+	ns := nstest.New(t, "xrl-r")
+	sink(t, ns)
+	f := xtables.IPv4
+	s := ns.RawSocket(t, int(f))
+	rules := func(burst int) string {
+		return output(fmt.Sprintf("-m hashlimit --hashlimit-upto 1/min --hashlimit-burst %d --hashlimit-mode srcip --hashlimit-name keep", burst), "ACCEPT", "DROP")
+	}
+	if r := p.Run(t, ns, rules(3), restoreTool(f)); r.Code != 0 {
+		t.Fatalf("restore: %s", r.Stderr)
+	}
+	a, b := udp(f, "10.9.1.1", 1, 53, 64), udp(f, "10.9.1.2", 1, 53, 64)
+	sent := func(pkt []byte, n int) int {
+		got := 0
+		for range n {
+			if send(t, s, f, pkt) {
+				got++
+			}
+		}
+		return got
+	}
+	if n := sent(a, 5); n != 3 {
+		t.Fatalf("%d of 5 accepted, want the burst of 3", n)
+	}
+	p.Stop(t, syscall.SIGKILL)
+	if n := sent(a, 1); n != 0 {
+		t.Errorf("daemon down: a drained bucket let %d through", n)
+	}
+	p.Start(t)
+	if r := p.Run(t, ns, rules(10), restoreTool(f)); r.Code != 0 {
+		t.Fatalf("restore after the restart: %s", r.Stderr)
+	}
+	if n := sent(a, 1); n != 0 {
+		t.Errorf("after restart and replace: a drained bucket let %d through", n)
+	}
+	if n := sent(b, 12); n != 3 {
+		t.Errorf("a new source got %d of 12, want the creator's burst of 3", n)
 	}
 }
