@@ -303,6 +303,7 @@ static __noinline void parse_hlports(struct walk *w)
 			return;
 		w->nexthdr = nh;
 		w->start = 40;
+		w->p.proto = -1;
 		bpf_loop(w->p.len / 8 + 1, v6_skip_step, w, 0);
 	}
 	if (w->p.proto >= 0) {
