@@ -272,6 +272,7 @@ func (tw *twin) compare(t *testing.T, f xtables.Family, rules string, steps []st
 			}
 		}
 		if !clean {
+			t.Logf("attempt %d: a tick fell inside a burst or a pair; starting over", try+1)
 			continue
 		}
 		for i := range o.k {
