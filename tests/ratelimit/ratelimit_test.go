@@ -259,7 +259,7 @@ type step struct {
 // requires the same verdict for every packet and the same counters.
 func (tw *twin) compare(t *testing.T, f xtables.Family, rules string, steps []step) outcome {
 	t.Helper()
-	for try := 0; try < 5; try++ {
+	for try := 0; try < 8; try++ {
 		tw.empty(t, f)
 		tw.load(t, f, rules)
 		var o outcome
