@@ -13,37 +13,79 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type classifierHlEnt struct {
+	_    structs.HostLayout
+	Lock struct {
+		_   structs.HostLayout
+		Val uint32
+	}
+	Pad     uint32
+	Expires uint64
+	Prev    uint64
+	W       [4]uint64
+}
+
+type classifierHlKey struct {
+	_     structs.HostLayout
+	Src   [4]uint32
+	Dst   [4]uint32
+	Sport uint16
+	Dport uint16
+}
+
+type classifierHlMeta struct {
+	_     structs.HostLayout
+	Timer struct {
+		_ structs.HostLayout
+		_ [16]byte
+	}
+	GcNs       uint64
+	Avg        uint64
+	Burst      uint64
+	Mode       uint32
+	Size       uint32
+	Max        uint32
+	GcInterval uint32
+	Expire     uint32
+	Interval   uint32
+	Srcmask    uint8
+	Dstmask    uint8
+	BucketInit uint8
+	Pad        [5]uint8
+	Name       [256]int8
+}
+
 type classifierScratch struct {
 	_ structs.HostLayout
 	P struct {
-		_        structs.HostLayout
-		Src      [4]uint32
-		Dst      [4]uint32
-		In       [2]uint64
-		Out      [2]uint64
-		Opts     [4]uint64
-		Len      uint32
-		Proto    int32
-		Thoff    uint32
-		Fragoff  uint16
-		V6       uint8
-		L4len    uint8
-		Sport    uint16
-		Dport    uint16
-		Tcpflags uint8
-		Doff     uint8
-		IcmpType uint8
-		IcmpCode uint8
-		OptsBad  uint8
-		Ttl      uint8
-		Tos      uint8
-		_        [1]byte
-		Iplen    uint16
-		Pkttype  uint8
-		_        [1]byte
-		Mark     uint32
-		_        [4]byte
-		Ct       struct {
+		_         structs.HostLayout
+		Src       [4]uint32
+		Dst       [4]uint32
+		In        [2]uint64
+		Out       [2]uint64
+		Opts      [4]uint64
+		Len       uint32
+		Proto     int32
+		Thoff     uint32
+		Fragoff   uint16
+		V6        uint8
+		L4len     uint8
+		Sport     uint16
+		Dport     uint16
+		Tcpflags  uint8
+		Doff      uint8
+		IcmpType  uint8
+		IcmpCode  uint8
+		OptsBad   uint8
+		Ttl       uint8
+		Tos       uint8
+		HlportsOk uint8
+		Iplen     uint16
+		Pkttype   uint8
+		Gen       uint8
+		Mark      uint32
+		Hlports   uint32
+		Ct        struct {
 			_        structs.HostLayout
 			Conn     uint64
 			Statebit uint16
@@ -64,6 +106,13 @@ type classifierScratch struct {
 		End    [8]uint32
 		Head   [8]uint32
 	}
+}
+
+type classifierXtCtl struct {
+	_       structs.HostLayout
+	Jiffies uint64
+	Slot    uint32
+	Arm     uint32
 }
 
 type classifierXtExt struct {
@@ -119,6 +168,27 @@ type classifierXtPrefixKey struct {
 	Addr      [4]uint32
 }
 
+type classifierXtRate struct {
+	_         structs.HostLayout
+	Prev      uint64
+	Credit    uint32
+	CreditCap uint32
+	Cost      uint32
+	Slot      uint32
+	Cpj       uint64
+	Smask     [4]uint32
+	Dmask     [4]uint32
+	Mode      uint32
+	Flags     uint32
+	Expire    uint64
+	Init      [4]uint64
+	BytesCpj  uint64
+	BytesCap  uint64
+	Hz        uint32
+	Pad       uint32
+	Fresh     [7]uint64
+}
+
 type classifierXtRule struct {
 	_       structs.HostLayout
 	Src     [4]uint32
@@ -170,17 +240,24 @@ const (
 	classifierMapCands        = "cands"
 	classifierMapCounters     = "counters"
 	classifierMapExts         = "exts"
+	classifierMapHtables      = "htables"
+	classifierMapHtmeta       = "htmeta"
 	classifierMapMatches      = "matches"
 	classifierMapMeta         = "meta"
 	classifierMapPrefixes     = "prefixes"
+	classifierMapRates        = "rates"
 	classifierMapRules        = "rules"
 	classifierMapScratch      = "scratch"
 	classifierMapSegs         = "segs"
 	classifierMapStacks       = "stacks"
 	classifierMapValues       = "values"
+	classifierProgXtbpfCtl    = "xtbpf_ctl"
 	classifierProgXtbpfFilter = "xtbpf_filter"
 	classifierVarUnusedExt    = "unused_ext"
+	classifierVarUnusedHlEnt  = "unused_hl_ent"
+	classifierVarUnusedHlKey  = "unused_hl_key"
 	classifierVarUnusedPrefix = "unused_prefix"
+	classifierVarUnusedRate   = "unused_rate"
 	classifierVarUnusedRule   = "unused_rule"
 	classifierVarUnusedSeg    = "unused_seg"
 	classifierVarUnusedValue  = "unused_value"
@@ -228,6 +305,7 @@ type classifierSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type classifierProgramSpecs struct {
+	XtbpfCtl    *ebpf.ProgramSpec `ebpf:"xtbpf_ctl"`
 	XtbpfFilter *ebpf.ProgramSpec `ebpf:"xtbpf_filter"`
 }
 
@@ -240,9 +318,12 @@ type classifierMapSpecs struct {
 	Cands    *ebpf.MapSpec `ebpf:"cands"`
 	Counters *ebpf.MapSpec `ebpf:"counters"`
 	Exts     *ebpf.MapSpec `ebpf:"exts"`
+	Htables  *ebpf.MapSpec `ebpf:"htables"`
+	Htmeta   *ebpf.MapSpec `ebpf:"htmeta"`
 	Matches  *ebpf.MapSpec `ebpf:"matches"`
 	Meta     *ebpf.MapSpec `ebpf:"meta"`
 	Prefixes *ebpf.MapSpec `ebpf:"prefixes"`
+	Rates    *ebpf.MapSpec `ebpf:"rates"`
 	Rules    *ebpf.MapSpec `ebpf:"rules"`
 	Scratch  *ebpf.MapSpec `ebpf:"scratch"`
 	Segs     *ebpf.MapSpec `ebpf:"segs"`
@@ -255,7 +336,10 @@ type classifierMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type classifierVariableSpecs struct {
 	UnusedExt    *ebpf.VariableSpec `ebpf:"unused_ext"`
+	UnusedHlEnt  *ebpf.VariableSpec `ebpf:"unused_hl_ent"`
+	UnusedHlKey  *ebpf.VariableSpec `ebpf:"unused_hl_key"`
 	UnusedPrefix *ebpf.VariableSpec `ebpf:"unused_prefix"`
+	UnusedRate   *ebpf.VariableSpec `ebpf:"unused_rate"`
 	UnusedRule   *ebpf.VariableSpec `ebpf:"unused_rule"`
 	UnusedSeg    *ebpf.VariableSpec `ebpf:"unused_seg"`
 	UnusedValue  *ebpf.VariableSpec `ebpf:"unused_value"`
@@ -286,9 +370,12 @@ type classifierMaps struct {
 	Cands    *ebpf.Map `ebpf:"cands"`
 	Counters *ebpf.Map `ebpf:"counters"`
 	Exts     *ebpf.Map `ebpf:"exts"`
+	Htables  *ebpf.Map `ebpf:"htables"`
+	Htmeta   *ebpf.Map `ebpf:"htmeta"`
 	Matches  *ebpf.Map `ebpf:"matches"`
 	Meta     *ebpf.Map `ebpf:"meta"`
 	Prefixes *ebpf.Map `ebpf:"prefixes"`
+	Rates    *ebpf.Map `ebpf:"rates"`
 	Rules    *ebpf.Map `ebpf:"rules"`
 	Scratch  *ebpf.Map `ebpf:"scratch"`
 	Segs     *ebpf.Map `ebpf:"segs"`
@@ -303,9 +390,12 @@ func (m *classifierMaps) Close() error {
 		m.Cands,
 		m.Counters,
 		m.Exts,
+		m.Htables,
+		m.Htmeta,
 		m.Matches,
 		m.Meta,
 		m.Prefixes,
+		m.Rates,
 		m.Rules,
 		m.Scratch,
 		m.Segs,
@@ -319,7 +409,10 @@ func (m *classifierMaps) Close() error {
 // It can be passed to loadClassifierObjects or ebpf.CollectionSpec.LoadAndAssign.
 type classifierVariables struct {
 	UnusedExt    *ebpf.Variable `ebpf:"unused_ext"`
+	UnusedHlEnt  *ebpf.Variable `ebpf:"unused_hl_ent"`
+	UnusedHlKey  *ebpf.Variable `ebpf:"unused_hl_key"`
 	UnusedPrefix *ebpf.Variable `ebpf:"unused_prefix"`
+	UnusedRate   *ebpf.Variable `ebpf:"unused_rate"`
 	UnusedRule   *ebpf.Variable `ebpf:"unused_rule"`
 	UnusedSeg    *ebpf.Variable `ebpf:"unused_seg"`
 	UnusedValue  *ebpf.Variable `ebpf:"unused_value"`
@@ -329,11 +422,13 @@ type classifierVariables struct {
 //
 // It can be passed to loadClassifierObjects or ebpf.CollectionSpec.LoadAndAssign.
 type classifierPrograms struct {
+	XtbpfCtl    *ebpf.Program `ebpf:"xtbpf_ctl"`
 	XtbpfFilter *ebpf.Program `ebpf:"xtbpf_filter"`
 }
 
 func (p *classifierPrograms) Close() error {
 	return _ClassifierClose(
+		p.XtbpfCtl,
 		p.XtbpfFilter,
 	)
 }

@@ -9,6 +9,7 @@ import (
 
 	"xtbpf/internal/faultpoint"
 	"xtbpf/translate"
+	"xtbpf/xtables"
 )
 
 // batchSize bounds the counter entries read per system call.
@@ -21,11 +22,11 @@ const membarrierCmdGlobal = 1
 // generation is one of the two slots of the outer maps and of meta.
 type generation struct {
 	rules, matches, exts, counters, stack *ebpf.Map
-	segs, cands, prefixes, values         *ebpf.Map
+	segs, cands, prefixes, values, rates  *ebpf.Map
 }
 
 func (g *generation) all() []**ebpf.Map {
-	return []**ebpf.Map{&g.rules, &g.matches, &g.exts, &g.counters, &g.stack, &g.segs, &g.cands, &g.prefixes, &g.values}
+	return []**ebpf.Map{&g.rules, &g.matches, &g.exts, &g.counters, &g.stack, &g.segs, &g.cands, &g.prefixes, &g.values, &g.rates}
 }
 
 func (g *generation) close() {
@@ -50,10 +51,25 @@ func (t *Table) Install(p *translate.Plan) ([]Counter, error) {
 		return nil, err
 	}
 	next := cur ^ 1
-	if err := t.fill(next, p); err != nil {
+	tables, fresh, err := t.resolveHtables(p)
+	if err != nil {
+		return nil, fmt.Errorf("install: %w", err)
+	}
+	if err := t.createHtables(fresh); err != nil {
+		return nil, fmt.Errorf("install: %w", err)
+	}
+	if err := t.fill(next, p, tables); err != nil {
+		t.dropHtables(fresh)
 		return nil, fmt.Errorf("install: %w", err)
 	}
 	if err := t.activate(cur, next); err != nil {
+		t.dropHtables(fresh)
+		return nil, fmt.Errorf("install: %w", err)
+	}
+	if err := t.noteBucketInit(p, tables); err != nil {
+		return nil, fmt.Errorf("install: %w", err)
+	}
+	if err := t.dropUnusedHtables(tables); err != nil {
 		return nil, fmt.Errorf("install: %w", err)
 	}
 	old, err := t.countersOf(cur)
@@ -122,20 +138,27 @@ func (t *Table) activate(cur, next uint32) error {
 
 // fill builds generation g's maps for p and publishes them in the
 // outer maps and meta; packets do not look at g until it is flipped in.
-func (t *Table) fill(g uint32, p *translate.Plan) error {
-	e, err := rulesOf(p)
+func (t *Table) fill(g uint32, p *translate.Plan, tables map[string]*htable) error {
+	env, err := t.rateEnv(p, tables)
+	if err != nil {
+		return err
+	}
+	e, err := rulesOf(p, env)
 	if err != nil {
 		return err
 	}
 	x := indexOf(p)
 	m := metaOf(p)
+	if env.ports {
+		m.Flags |= metaHashlimitPorts
+	}
 	cpus, err := ebpf.PossibleCPU()
 	if err != nil {
 		return err
 	}
 	faultpoint.Reach("bpf.create-maps")
 	gen, err := t.newGeneration(sizes{
-		rules: len(e.rules), matches: len(e.matches), exts: len(e.exts),
+		rules: len(e.rules), matches: len(e.matches), exts: len(e.exts), rates: len(e.rates),
 		counters: cpus * len(e.rules), frames: cpus * int(m.Depth) * stackSlots,
 		segs: len(x.segs), cands: len(x.cands), prefixes: len(x.prefixKeys), values: len(x.valueKeys),
 	})
@@ -152,6 +175,7 @@ func (t *Table) fill(g uint32, p *translate.Plan) error {
 		{"rules", gen.rules, seq(len(e.rules)), e.rules, len(e.rules)},
 		{"matches", gen.matches, seq(len(e.matches)), e.matches, len(e.matches)},
 		{"match payloads", gen.exts, seq(len(e.exts)), e.exts, len(e.exts)},
+		{"limit and hashlimit records", gen.rates, seq(len(e.rates)), e.rates, len(e.rates)},
 		{"index segments", gen.segs, seq(len(x.segs)), x.segs, len(x.segs)},
 		{"index candidates", gen.cands, seq(len(x.cands)), x.cands, len(x.cands)},
 		{"index values", gen.values, x.valueKeys, x.valueSpans, len(x.valueKeys)},
@@ -168,7 +192,8 @@ func (t *Table) fill(g uint32, p *translate.Plan) error {
 	for _, pub := range []struct {
 		outer, inner *ebpf.Map
 	}{{t.maps.Rules, gen.rules}, {t.maps.Matches, gen.matches}, {t.maps.Exts, gen.exts}, {t.maps.Counters, gen.counters}, {t.maps.Stacks, gen.stack},
-		{t.maps.Segs, gen.segs}, {t.maps.Cands, gen.cands}, {t.maps.Prefixes, gen.prefixes}, {t.maps.Values, gen.values}} {
+		{t.maps.Segs, gen.segs}, {t.maps.Cands, gen.cands}, {t.maps.Prefixes, gen.prefixes}, {t.maps.Values, gen.values},
+		{t.maps.Rates, gen.rates}} {
 		if err := pub.outer.Put(g, pub.inner); err != nil {
 			return fmt.Errorf("publish generation %d: %w", g, err)
 		}
@@ -187,10 +212,32 @@ func seq(n int) []uint32 {
 	return keys
 }
 
+// rateEnv gathers what the plan's limit and hashlimit records need; limit
+// buckets start now, as limit_mt_check stamps them.
+func (t *Table) rateEnv(p *translate.Plan, tables map[string]*htable) (*rateEnv, error) {
+	env := &rateEnv{family: p.Family, tables: tables}
+	for i := range p.Rules {
+		for _, m := range p.Rules[i].Matches {
+			if m.Kind != translate.MatchLimit && m.Kind != translate.MatchHashlimit {
+				continue
+			}
+			var err error
+			if env.hz, err = xtables.KernelHZ(); err != nil {
+				return nil, err
+			}
+			if env.jiffies, err = t.Jiffies(); err != nil {
+				return nil, err
+			}
+			return env, nil
+		}
+	}
+	return env, nil
+}
+
 // sizes are the entry counts of a generation's maps; a map holds at
 // least one entry, as the kernel requires.
 type sizes struct {
-	rules, matches, exts, counters, frames, segs, cands, prefixes, values int
+	rules, matches, exts, rates, counters, frames, segs, cands, prefixes, values int
 }
 
 func (t *Table) newGeneration(s sizes) (*generation, error) {
@@ -202,7 +249,8 @@ func (t *Table) newGeneration(s sizes) (*generation, error) {
 	}{{t.inner.rules, s.rules, &g.rules}, {t.inner.matches, s.matches, &g.matches}, {t.inner.exts, s.exts, &g.exts},
 		{t.inner.counters, s.counters, &g.counters}, {t.inner.stack, s.frames, &g.stack},
 		{t.inner.segs, s.segs, &g.segs}, {t.inner.cands, s.cands, &g.cands},
-		{t.inner.prefixes, s.prefixes, &g.prefixes}, {t.inner.values, s.values, &g.values}} {
+		{t.inner.prefixes, s.prefixes, &g.prefixes}, {t.inner.values, s.values, &g.values},
+		{t.inner.rates, s.rates, &g.rates}} {
 		spec := x.spec.Copy()
 		spec.MaxEntries = uint32(max(x.size, 1))
 		m, err := ebpf.NewMap(spec)

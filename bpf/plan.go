@@ -32,7 +32,7 @@ var matchKinds = map[translate.MatchKind]uint8{
 	translate.MatchState: 4, translate.MatchConntrack: 5, translate.MatchMultiport: 6,
 	translate.MatchIPRange: 7, translate.MatchMark: 8, translate.MatchPktType: 9,
 	translate.MatchLength: 10, translate.MatchTTL: 11, translate.MatchTOS: 12,
-	translate.MatchECN: 13,
+	translate.MatchECN: 13, translate.MatchLimit: 20, translate.MatchHashlimit: 21,
 }
 
 func metaOf(p *translate.Plan) classifierXtMeta {
@@ -59,25 +59,27 @@ func metaOf(p *translate.Plan) classifierXtMeta {
 	return m
 }
 
-// encoded is a plan's rules as the data plane's records: the rules, the
-// matches they point into, and the payloads too large for a match record.
+// encoded is a plan's rules as the data plane's records: the rules; the
+// matches they point into; the payloads too large for a match record;
+// the records of the limit and hashlimit matches.
 type encoded struct {
 	rules   []classifierXtRule
 	matches []classifierXtMatch
 	exts    []classifierXtExt
+	rates   []classifierXtRate
 }
 
-func rulesOf(p *translate.Plan) (*encoded, error) {
+func rulesOf(p *translate.Plan, env *rateEnv) (*encoded, error) {
 	e := &encoded{rules: make([]classifierXtRule, len(p.Rules))}
 	for i := range p.Rules {
-		if err := e.rule(&e.rules[i], &p.Rules[i]); err != nil {
+		if err := e.rule(&e.rules[i], &p.Rules[i], env); err != nil {
 			return nil, fmt.Errorf("encode entry %d: %w", i, err)
 		}
 	}
 	return e, nil
 }
 
-func (e *encoded) rule(dst *classifierXtRule, r *translate.PlanRule) error {
+func (e *encoded) rule(dst *classifierXtRule, r *translate.PlanRule, env *rateEnv) error {
 	if len(r.Matches) > translate.MaxMatches {
 		return fmt.Errorf("%d matches, room for %d", len(r.Matches), translate.MaxMatches)
 	}
@@ -110,6 +112,10 @@ func (e *encoded) rule(dst *classifierXtRule, r *translate.PlanRule) error {
 		if x, ok := encodeExt(&m); ok {
 			rec.Ext = uint32(len(e.exts))
 			e.exts = append(e.exts, x)
+		}
+		if m.Kind == translate.MatchLimit || m.Kind == translate.MatchHashlimit {
+			rec.Ext = uint32(len(e.rates))
+			e.rates = append(e.rates, env.rateOf(&m))
 		}
 		e.matches = append(e.matches, rec)
 	}

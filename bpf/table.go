@@ -30,18 +30,26 @@ type Table struct {
 	dir    string
 	family xtables.Family
 	prog   *ebpf.Program
-	maps   classifierMaps
-	inner  innerSpecs
-	ns     *os.File // the namespace Attach hooked into, nil before
+	// ctlProg reads jiffies and starts hashlimit garbage collection.
+	ctlProg *ebpf.Program
+	maps    classifierMaps
+	inner   innerSpecs
+	ns      *os.File // the namespace Attach hooked into, nil before
+	// hl holds the hashlimit tables by name (see ratelimit.go).
+	hl map[string]*htable
 }
 
 // innerSpecs are the templates Install sizes its per-plan maps from.
 type innerSpecs struct {
 	rules, matches, exts, counters, stack *ebpf.MapSpec
 	segs, cands, prefixes, values         *ebpf.MapSpec
+	rates, htable                         *ebpf.MapSpec
 }
 
-const progPin = "xtbpf_filter"
+const (
+	progPin = "xtbpf_filter"
+	ctlPin  = "xtbpf_ctl"
+)
 
 // Open loads the classifier and its maps into dir (a bpffs directory,
 // created if missing) and pins them, or re-opens what an earlier Open
@@ -67,8 +75,14 @@ func Open(dir string, f xtables.Family) (*Table, error) {
 		cands:    spec.Maps[classifierMapCands].InnerMap,
 		prefixes: spec.Maps[classifierMapPrefixes].InnerMap,
 		values:   spec.Maps[classifierMapValues].InnerMap,
+		rates:    spec.Maps[classifierMapRates].InnerMap,
+		htable:   spec.Maps[classifierMapHtables].InnerMap,
 	}}
 	if err := t.load(spec); err != nil {
+		return nil, fmt.Errorf("open data plane in %s: %w", dir, err)
+	}
+	if err := t.loadHtables(); err != nil {
+		t.Close()
 		return nil, fmt.Errorf("open data plane in %s: %w", dir, err)
 	}
 	return t, nil
@@ -95,8 +109,13 @@ func (t *Table) load(spec *ebpf.CollectionSpec) error {
 	prog, err := ebpf.LoadPinnedProgram(filepath.Join(t.dir, progPin), nil)
 	if err == nil {
 		t.prog = prog
+		if t.ctlProg, err = ebpf.LoadPinnedProgram(filepath.Join(t.dir, ctlPin), nil); err != nil {
+			prog.Close()
+			return fmt.Errorf("load pinned program: %w", err)
+		}
 		if err := t.loadPinnedMaps(); err != nil {
 			prog.Close()
+			t.ctlProg.Close()
 			return err
 		}
 		return nil
@@ -119,11 +138,16 @@ func (t *Table) load(spec *ebpf.CollectionSpec) error {
 		}
 		return fmt.Errorf("load classifier: %w", err)
 	}
-	if err := objs.XtbpfFilter.Pin(filepath.Join(t.dir, progPin)); err != nil {
-		objs.Close()
-		return fmt.Errorf("pin program: %w", err)
+	for _, pin := range []struct {
+		prog *ebpf.Program
+		name string
+	}{{objs.XtbpfFilter, progPin}, {objs.XtbpfCtl, ctlPin}} {
+		if err := pin.prog.Pin(filepath.Join(t.dir, pin.name)); err != nil {
+			objs.Close()
+			return fmt.Errorf("pin program: %w", err)
+		}
 	}
-	t.prog, t.maps = objs.XtbpfFilter, objs.classifierMaps
+	t.prog, t.ctlProg, t.maps = objs.XtbpfFilter, objs.XtbpfCtl, objs.classifierMaps
 	return nil
 }
 
@@ -140,6 +164,7 @@ var mapNames = []string{
 	classifierMapActive, classifierMapBusy, classifierMapCounters,
 	classifierMapMeta, classifierMapRules, classifierMapExts, classifierMapStacks,
 	classifierMapSegs, classifierMapCands, classifierMapPrefixes, classifierMapValues, classifierMapMatches,
+	classifierMapRates, classifierMapHtables, classifierMapHtmeta,
 }
 
 func (t *Table) loadPinnedMaps() error {
@@ -147,9 +172,10 @@ func (t *Table) loadPinnedMaps() error {
 		classifierMapActive: &t.maps.Active, classifierMapBusy: &t.maps.Busy,
 		classifierMapCounters: &t.maps.Counters, classifierMapMeta: &t.maps.Meta,
 		classifierMapRules: &t.maps.Rules, classifierMapMatches: &t.maps.Matches, classifierMapExts: &t.maps.Exts,
-		classifierMapStacks: &t.maps.Stacks,
-		classifierMapSegs:   &t.maps.Segs, classifierMapCands: &t.maps.Cands,
+		classifierMapSegs: &t.maps.Segs, classifierMapCands: &t.maps.Cands,
 		classifierMapPrefixes: &t.maps.Prefixes, classifierMapValues: &t.maps.Values,
+		classifierMapStacks: &t.maps.Stacks, classifierMapRates: &t.maps.Rates,
+		classifierMapHtables: &t.maps.Htables, classifierMapHtmeta: &t.maps.Htmeta,
 	}
 	for name, m := range dst {
 		pinned, err := ebpf.LoadPinnedMap(filepath.Join(t.dir, name), nil)
@@ -168,8 +194,10 @@ func (t *Table) Close() error {
 	if t.ns != nil {
 		t.ns.Close()
 	}
-	if cerr := t.prog.Close(); err == nil {
-		err = cerr
+	for _, p := range []*ebpf.Program{t.prog, t.ctlProg} {
+		if cerr := p.Close(); err == nil {
+			err = cerr
+		}
 	}
 	return err
 }
@@ -181,7 +209,7 @@ func (t *Table) Remove() error {
 		errs = append(errs, removePin(filepath.Join(t.dir, linkPin(h))))
 	}
 	errs = append(errs, t.holdConntrack(false), t.Close())
-	errs = append(errs, removePin(filepath.Join(t.dir, progPin)))
+	errs = append(errs, removePin(filepath.Join(t.dir, progPin)), removePin(filepath.Join(t.dir, ctlPin)))
 	for _, name := range mapNames {
 		errs = append(errs, removePin(filepath.Join(t.dir, name)))
 	}

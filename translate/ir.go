@@ -87,6 +87,8 @@ const (
 	MatchTTL // ttl (IPv4) and hl (IPv6)
 	MatchTOS // tos and dscp, as a masked compare of the TOS/traffic class byte
 	MatchECN
+	MatchLimit     // limit: a token bucket per rule, started afresh by every replace
+	MatchHashlimit // hashlimit: token buckets per flow in a named table that outlives replaces
 )
 
 // Match is one match extension with its decoded payload.
@@ -106,6 +108,9 @@ type Match struct {
 	// MatchTOS: (byte & Mask) == Value, inverted by Invert.
 	TOS xtables.TOSInfo
 	ECN xtables.ECNInfo // MatchECN
+
+	Limit     xtables.LimitInfo     // MatchLimit
+	Hashlimit xtables.HashlimitInfo // MatchHashlimit
 }
 
 // NeedsConntrack says whether the match reads the packet's conntrack entry.

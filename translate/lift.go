@@ -195,7 +195,7 @@ func verdictName(v int32) string {
 }
 
 func liftMatch(f xtables.Family, m *xtables.Match) (Match, error) {
-	rev := map[string]uint8{"conntrack": m.Revision, "multiport": 1, "iprange": 1, "mark": 1, "tos": 1}[m.Name]
+	rev := map[string]uint8{"conntrack": m.Revision, "multiport": 1, "iprange": 1, "mark": 1, "tos": 1, "hashlimit": m.Revision}[m.Name]
 	if m.Revision != rev {
 		return Match{}, fmt.Errorf("revision %d not translated", m.Revision)
 	}
@@ -248,6 +248,8 @@ func liftMatch(f xtables.Family, m *xtables.Match) (Match, error) {
 	case m.Name == "ecn":
 		info, ok := infoOf[xtables.ECNInfo](m.Info)
 		return Match{Kind: MatchECN, ECN: info}, okOrUndecoded(ok)
+	case m.Name == "limit", m.Name == "hashlimit":
+		return liftRate(m)
 	case m.Name == "comment":
 		// comment always matches; the lifter drops it.
 		return Match{}, nil

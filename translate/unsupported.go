@@ -15,16 +15,20 @@ type Unsupported struct {
 }
 
 func (u *Unsupported) Error() string {
-	where := fmt.Sprintf("chain %s rule %d", u.Chain, u.Rule)
-	if u.Rule == 0 {
-		where = fmt.Sprintf("chain %s policy", u.Chain)
+	where := fmt.Sprintf("chain %s rule %d: ", u.Chain, u.Rule)
+	switch {
+	case u.Chain == "":
+		// About the table as a whole (its rules together).
+		where = ""
+	case u.Rule == 0:
+		where = fmt.Sprintf("chain %s policy: ", u.Chain)
 	}
 	if u.Extension == "" {
-		return fmt.Sprintf("%s: %s", where, u.Reason)
+		return where + u.Reason
 	}
 	what := u.what
 	if what == "" {
 		what = "extension"
 	}
-	return fmt.Sprintf("%s: %s %q: %s", where, what, u.Extension, u.Reason)
+	return fmt.Sprintf("%s%s %q: %s", where, what, u.Extension, u.Reason)
 }

@@ -202,11 +202,17 @@ func (d *Daemon) install(j *journal, ks kernelSock, f *filter, r *xtables.Replac
 	plan, err := translate.Build(&r.Table)
 	if err == nil {
 		wasKernel := f.kernel
-		old, err := f.replaceBPF(r, plan, ks, j)
+		var old []xtables.Counters
+		old, err = f.replaceBPF(r, plan, ks, j)
 		if err == nil && wasKernel {
 			d.klog.printf(klogInfo, "%s filter: table runs in BPF again", famName(f.fam))
 		}
-		return old, err
+		// The data plane refuses, before it changes anything, a plan
+		// that its hashlimit tables in force make it unable to run
+		// exactly: that table goes the way of an untranslatable one.
+		if !errors.As(err, new(*translate.Unsupported)) {
+			return old, err
+		}
 	}
 	var un *translate.Unsupported
 	if !errors.As(err, &un) {
@@ -261,7 +267,8 @@ var translatedRevisions = map[revisionKey]uint8{
 func init() {
 	for _, f := range []xtables.Family{xtables.IPv4, xtables.IPv6} {
 		for name, rev := range map[string]uint8{"state": 0, "conntrack": 3, "multiport": 1, "comment": 0,
-			"iprange": 1, "mark": 1, "pkttype": 0, "length": 0, "tos": 1, "dscp": 0, "ecn": 0} {
+			"iprange": 1, "mark": 1, "pkttype": 0, "length": 0, "tos": 1, "dscp": 0, "ecn": 0,
+			"limit": 0, "hashlimit": 3} {
 			translatedRevisions[revisionKey{f, false, name}] = rev
 		}
 	}

@@ -146,7 +146,7 @@ func (f *filter) entries() ([]byte, error) {
 	for i := range es {
 		es[i].Counters = c[i]
 	}
-	return xtables.EncodeEntries(f.fam, es), nil
+	return xtables.EncodeUserEntries(f.fam, es), nil
 }
 
 // addCounters adds to the entries' counters, saved first: counters the

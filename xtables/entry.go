@@ -111,22 +111,34 @@ func decodeTarget(b []byte) (Target, error) {
 // decoded blob re-encodes byte for byte; otherwise (a new or edited
 // entry) they are computed.
 func EncodeEntries(f Family, entries []Entry) []byte {
+	return encodeEntries(f, entries, matchPayload)
+}
+
+// EncodeUserEntries is EncodeEntries as GET_ENTRIES hands the table to
+// user space: each match payload cut to what its extension shows (the
+// kernel keeps the state of limit and hashlimit beyond it, and returns
+// zeros there).
+func EncodeUserEntries(f Family, entries []Entry) []byte {
+	return encodeEntries(f, entries, userPayload)
+}
+
+func encodeEntries(f Family, entries []Entry, payload func(Family, *Match) []byte) []byte {
 	size := 0
 	for i := range entries {
 		size += int(entries[i].NextOffset)
 	}
 	out := make([]byte, 0, size)
 	for i := range entries {
-		out = append(out, encodeEntry(f, &entries[i])...)
+		out = append(out, encodeEntry(f, &entries[i], payload)...)
 	}
 	return out
 }
 
-func encodeEntry(f Family, e *Entry) []byte {
+func encodeEntry(f Family, e *Entry, payload func(Family, *Match) []byte) []byte {
 	es := entrySize(f)
 	var matches []byte
 	for i := range e.Matches {
-		p := matchPayload(f, &e.Matches[i])
+		p := payload(f, &e.Matches[i])
 		matches = append(matches, extHeader(len(p), e.Matches[i].Name, e.Matches[i].Revision)...)
 		matches = append(matches, p...)
 	}

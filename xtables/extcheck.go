@@ -47,7 +47,16 @@ func checkMatch(f Family, e *Entry, m *Match) error {
 	if x.proto != 0 && (x.proto != e.IP.Proto || e.IP.InvFlags&InvProto != 0) {
 		return errorf(unix.EINVAL, "only valid for protocol %d", x.proto)
 	}
-	return x.check(decodeInfo(x, payload), e)
+	info := decodeInfo(x, payload)
+	if err := x.check(info, e); err != nil {
+		return err
+	}
+	// A checkentry may change its payload as the kernel stores it
+	// (hashlimit revision 3 truncates size and max).
+	if info != nil {
+		m.Info = info
+	}
+	return nil
 }
 
 func checkTarget(t *Target) error {

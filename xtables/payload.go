@@ -6,8 +6,11 @@ import "golang.org/x/sys/unix"
 // targetsize, before XT_ALIGN), the protocol its rule must name (0 for
 // any), and how to decode, encode and check it.
 type ext struct {
-	size  int
-	proto uint16
+	size int
+	// usersize is the part of the payload GET_ENTRIES returns; the rest,
+	// up to XT_ALIGN(size), reads as zeros (0: the whole size).
+	usersize int
+	proto    uint16
 	// hooks are the hooks the extension may be reached from (0: any).
 	hooks  uint32
 	decode func(b []byte) any
@@ -73,6 +76,22 @@ func matchPayload(f Family, m *Match) []byte {
 	if x != nil && m.Info != nil && len(out) >= x.size {
 		x.encode(m.Info, out)
 	}
+	return out
+}
+
+// userPayload is a match payload as xt_match_to_user copies it out: the
+// extension's usersize (or size) bytes, then zeros to the aligned end.
+func userPayload(f Family, m *Match) []byte {
+	out := matchPayload(f, m)
+	x := matchExts[extKey{f, m.Name, m.Revision}]
+	if x == nil || len(out) != xtAlign(x.size) {
+		return out
+	}
+	keep := x.size
+	if x.usersize != 0 {
+		keep = x.usersize
+	}
+	clear(out[keep:])
 	return out
 }
 

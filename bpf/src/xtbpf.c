@@ -43,6 +43,12 @@ const struct xt_ext *unused_ext __attribute__((unused));
 const struct xt_seg *unused_seg __attribute__((unused));
 const struct xt_prefix_key *unused_prefix __attribute__((unused));
 const struct xt_value_key *unused_value __attribute__((unused));
+const struct xt_rate *unused_rate __attribute__((unused));
+/* Also completes the key and value types of the hashlimit inner map
+ * template, which clang would otherwise leave as forward declarations:
+ * the kernel must see the value's bpf_spin_lock. */
+const struct hl_key *unused_hl_key __attribute__((unused));
+const struct hl_ent *unused_hl_ent __attribute__((unused));
 
 /* Which generation packets use; flipped by one write on install. */
 struct {
@@ -261,9 +267,12 @@ struct pkt {
 	__u8 opts_bad;	/* the options could not be read */
 	__u8 ttl;	/* IPv4 ttl, IPv6 hop limit */
 	__u8 tos;	/* IPv4 tos, IPv6 traffic class */
+	__u8 hlports_ok;	/* 0: hashlimit could not read its ports (hotdrop) */
 	__u16 iplen;	/* xt_length's length: tot_len, or payload_len + 40 */
 	__u8 pkttype;	/* skb->pkt_type */
+	__u8 gen;	/* the generation whose limit and hashlimit state applies */
 	__u32 mark;
+	__u32 hlports;	/* the 4 bytes hashlimit reads as ports, as they are */
 	struct ct ct;
 	__u8 optbuf[64];	/* scratch for the TCP option walk */
 };
@@ -309,6 +318,8 @@ static __always_inline int ext_hdr(__u8 nh)
 	return nh == NEXTHDR_HOP || nh == NEXTHDR_ROUTING || nh == NEXTHDR_FRAGMENT ||
 	       nh == NEXTHDR_AUTH || nh == NEXTHDR_NONE || nh == NEXTHDR_DEST;
 }
+
+#include "ratelimit.h"
 
 /* One step of ipv6_find_hdr(skb, &off, -1, &fragoff, NULL) with off 0. */
 static long v6_hdr_step(__u64 i, struct walk *w)
@@ -823,6 +834,9 @@ static __always_inline int ext_match(const struct xt_match *m, const struct pkt 
 		return udp_match(m, p);
 	case MATCH_ICMP:
 		return icmp_match(m, p);
+	case MATCH_LIMIT:
+	case MATCH_HASHLIMIT:
+		return rate_match(m, p);
 	}
 	if (has_ext(m->kind)) {
 		key = m->ext;
@@ -1212,6 +1226,7 @@ static __always_inline int setup(struct walk *w, struct bpf_nf_ctx *ctx, __u32 g
 	leave(w->cur);
 	__builtin_memset(w->p, 0, sizeof(*w->p));
 	w->verdict = NF_DROP;
+	w->p->gen = g;
 	w->p->len = ctx->skb->len;
 	read_name(w->p->in, ctx->state->in);
 	read_name(w->p->out, ctx->state->out);
@@ -1264,6 +1279,8 @@ int xtbpf_filter(struct bpf_nf_ctx *ctx)
 		w.p->mark = ctx->skb->mark;
 		w.p->pkttype = BPF_CORE_READ_BITFIELD_PROBED(ctx->skb, pkt_type);
 	}
+	if (m->flags & META_HLPORTS)
+		parse_hlports(&w);
 	if (w.p->proto >= 0)
 		parse_l4(&w, m->flags & META_TCPOPT);
 	w.cur->pc = m->entry[hook];

@@ -19,6 +19,8 @@ enum match_kind {
 	MATCH_TTL = 11,	/* ttl and hl */
 	MATCH_TOS = 12,	/* tos and dscp */
 	MATCH_ECN = 13,
+	MATCH_LIMIT = 20,
+	MATCH_HASHLIMIT = 21,
 };
 
 enum verdict_kind {
@@ -48,6 +50,7 @@ enum verdict_kind {
 #define META_TCPOPT 0x04
 #define META_CONNTRACK 0x08
 #define META_SKBMETA 0x10
+#define META_HLPORTS 0x80	/* a hashlimit table hashes ports: read them */
 
 /* One match extension; which fields count depends on kind. */
 struct xt_match {
@@ -167,4 +170,100 @@ struct xt_meta {
 struct xt_counter {
 	__u64 packets;
 	__u64 bytes;
+};
+
+/* limit and hashlimit: one record per match of the generation, in the
+ * rates map, at xt_match.ext. A limit match keeps its token bucket here
+ * (limit_mt's priv, per rule and per generation: a replace starts every
+ * bucket afresh, as checkentry does); a hashlimit match finds here its
+ * table and what the kernel derives from the table's configuration. */
+struct xt_rate {
+	/* limit: the bucket, updated with atomics as limit_mt does */
+	__u64 prev;
+	__u32 credit;
+	__u32 credit_cap;
+	__u32 cost;
+	/* hashlimit: the table's slot in htables */
+	__u32 slot;
+	__u64 cpj;	/* credits per jiffy: limit, hashlimit by revision */
+	/* hashlimit: the table's hash (dsthash_dst) as masks over the packet's
+	 * addresses, zero for a field the mode leaves out */
+	__u32 smask[4];
+	__u32 dmask[4];
+	__u32 mode;	/* the table's mode: which ports go into the hash */
+	__u32 flags;	/* RATE_* */
+	__u64 expire;	/* msecs_to_jiffies(expire) */
+	__u64 init[4];	/* rateinfo_init's words for a new entry */
+	__u64 bytes_cpj;	/* CREDITS_PER_JIFFY_BYTES */
+	__u64 bytes_cap;	/* CREDITS_PER_JIFFY_BYTES * HZ */
+	__u32 hz;
+	__u32 pad;
+	/* hashlimit: the struct hl_ent a new entry is inserted as: not yet
+	 * initialised (expires HL_UNSET), which the first packet to lock it
+	 * does, as the kernel initialises an entry it created locked */
+	__u64 fresh[7];
+};
+
+#define HL_UNSET (1ULL << 63)	/* never due for garbage collection */
+
+/* xt_rate.flags: the rule's own mode, and how the table's mode and the
+ * rule's revision make rateinfo_recalc treat the entries */
+#define RATE_RULE_RATEMATCH 0x01
+#define RATE_RULE_BYTES 0x02
+#define RATE_RULE_INVERT 0x04
+#define RATE_RECALC_RATEMATCH 0x08
+#define RATE_TABLE_BYTES 0x10
+
+/* hashlimit_init_dst's ports bits of the table's mode */
+#define HL_HASH_DPT 0x02
+#define HL_HASH_SPT 0x08
+
+#define MAX_HTABLES 256	/* hashlimit tables per family and namespace */
+
+/* struct dsthash_dst: what identifies an entry of a hashlimit table */
+struct hl_key {
+	__u32 src[4];
+	__u32 dst[4];
+	__u16 sport;
+	__u16 dport;
+};
+
+/* struct dsthash_ent: the rateinfo words are the kernel's union of the
+ * token bucket (credit, credit_cap, cost) and the rate-match state
+ * (interval | prev_window << 32, current_rate, rate, burst) */
+struct hl_ent {
+	struct bpf_spin_lock lock;
+	__u32 pad;
+	__u64 expires;
+	__u64 prev;
+	__u64 w[4];
+};
+
+/* One hashlimit table: its garbage collection timer, and its
+ * configuration (struct hashlimit_cfg3 as htable_create set it) and name,
+ * from which a restarted daemon finds its tables again. */
+struct hl_meta {
+	struct bpf_timer timer;
+	__u64 gc_ns;	/* msecs_to_jiffies(gc_interval) in nanoseconds */
+	__u64 avg;
+	__u64 burst;
+	__u32 mode;
+	__u32 size;
+	__u32 max;
+	__u32 gc_interval;
+	__u32 expire;
+	__u32 interval;
+	__u8 srcmask;
+	__u8 dstmask;
+	__u8 bucket_init;	/* rules creating token-bucket entries used it */
+	__u8 pad[5];
+	char name[256];
+};
+
+/* xtbpf_ctl's argument: it reads jiffies and, with arm, starts the
+ * garbage collection of the table in slot. */
+struct xt_ctl {
+	__u64 jiffies;
+	__u32 slot;
+	__u32 arm;
 };

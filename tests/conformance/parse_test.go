@@ -96,7 +96,8 @@ func TestTranslatable(t *testing.T) {
 		"-m conntrack --ctstate NEW":                            true,
 		"-p tcp -m tcp --dport 22 -m comment --comment \"a b\"": true,
 		"-j LOG --log-prefix \"x\"":                             false,
-		"-m limit --limit 1/s":                                  false,
+		"-m limit --limit 1/s":                                  true,
+		"-m recent --set":                                       false,
 		"-m owner --uid-owner 0":                                false,
 	} {
 		if got := translatable(rule); got != want {

@@ -5,7 +5,7 @@ import (
 	"strings"
 )
 
-// The rule features issues 2 and 3 translate into BPF. An OK filter line that uses
+// The rule features issues 2 and 3 translate into BPF (limit and hashlimit too). An OK filter line that uses
 // nothing else must run in BPF, not fall back to the kernel.
 var (
 	bpfValueOpts = []string{"-s", "--source", "--src", "-d", "--destination", "--dst",
@@ -18,10 +18,14 @@ var (
 		"--sports", "--dports", "--ports", "--source-ports", "--destination-ports",
 		"--comment", "--src-range", "--dst-range", "--mark", "--pkt-type", "--length",
 		"--ttl-eq", "--ttl-lt", "--ttl-gt", "--hl-eq", "--hl-lt", "--hl-gt",
-		"--tos", "--dscp", "--dscp-class", "--ecn-ip-ect"}
-	bpfFlagOpts = []string{"!", "-f", "--fragment", "--syn", "--ecn-tcp-cwr", "--ecn-tcp-ece"}
+		"--tos", "--dscp", "--dscp-class", "--ecn-ip-ect",
+		"--limit", "--limit-burst", "--hashlimit", "--hashlimit-upto", "--hashlimit-above", "--hashlimit-burst",
+		"--hashlimit-mode", "--hashlimit-srcmask", "--hashlimit-dstmask", "--hashlimit-name",
+		"--hashlimit-htable-size", "--hashlimit-htable-max", "--hashlimit-htable-expire",
+		"--hashlimit-htable-gcinterval", "--hashlimit-rate-interval"}
+	bpfFlagOpts = []string{"!", "-f", "--fragment", "--syn", "--ecn-tcp-cwr", "--ecn-tcp-ece", "--hashlimit-rate-match"}
 	bpfMatches  = []string{"tcp", "udp", "icmp", "icmp6", "state", "conntrack", "multiport", "comment",
-		"iprange", "mark", "pkttype", "length", "ttl", "hl", "tos", "dscp", "ecn"}
+		"iprange", "mark", "pkttype", "length", "ttl", "hl", "tos", "dscp", "ecn", "limit", "hashlimit"}
 	bpfTargets = []string{"ACCEPT", "DROP", "RETURN"}
 )
 

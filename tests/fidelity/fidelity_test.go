@@ -121,3 +121,24 @@ func around(b []byte, i int) []byte {
 	lo, hi := max(0, i-16), min(len(b), i+16)
 	return b[lo:hi]
 }
+
+// TestRateLimitRepliesMatchKernel: limit and hashlimit keep state in the
+// kernel's copy of their payload, which GET_ENTRIES hides (usersize), and
+// hashlimit revision 3 shows the size and max its check truncated.
+func TestRateLimitRepliesMatchKernel(t *testing.T) {
+	nstest.RequireRoot(t)
+	d := nstest.StartDaemon(t, "strict")
+	rules := `*filter
+:INPUT DROP [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -m limit --limit 3/min --limit-burst 7 -j ACCEPT
+-A INPUT -p tcp -m hashlimit --hashlimit-upto 5/sec --hashlimit-burst 9 --hashlimit-mode srcip,dstport --hashlimit-srcmask 24 --hashlimit-name web -j ACCEPT
+-A INPUT -m hashlimit --hashlimit-above 1kb/s --hashlimit-mode dstip --hashlimit-name bytes --hashlimit-htable-size 2000000 --hashlimit-htable-max 3000000 -j DROP
+-A INPUT -m hashlimit --hashlimit-upto 40/sec --hashlimit-mode srcip --hashlimit-name rate --hashlimit-rate-match --hashlimit-rate-interval 5 -j ACCEPT
+COMMIT
+`
+	for _, fam := range []xtables.Family{xtables.IPv4, xtables.IPv6} {
+		compareOne(t, d, fam, rules)
+	}
+}

@@ -43,6 +43,10 @@ type Options struct {
 	CT      CT
 	Mark    uint32
 	PktType uint8 // skb->pkt_type: PACKET_HOST is 0
+	// State holds the buckets of limit and hashlimit rules; Jiffies is
+	// the time the packet reaches the hook.
+	State   *State
+	Jiffies uint64
 }
 
 // CT is what xt_state and xt_conntrack read of a packet's conntrack entry.

@@ -10,6 +10,9 @@ import (
 // match runs one xt_entry_match. Only the payloads xtables decodes are
 // known; anything else is an error, never a guess.
 func (w *walk) match(m *xtables.Match, x *matchCtx) (bool, error) {
+	if ok, known, err := w.rateMatch(m, x); known {
+		return ok, err
+	}
 	if ok, known := w.moreMatch(m, x); known {
 		return ok, nil
 	}

@@ -233,3 +233,19 @@ func Iface(name string) (n, mask [16]byte) {
 	}
 	return n, mask
 }
+
+// Limit is -m limit with a rate of one per avg/xtables.LimitScale seconds.
+func Limit(avg, burst uint32) xtables.Match {
+	return xtables.Match{Name: "limit", Info: &xtables.LimitInfo{Avg: avg, Burst: burst}}
+}
+
+// Hashlimit is -m hashlimit of revision rev (1, 2 or 3) using table name.
+func Hashlimit(rev uint8, name string, c xtables.HashlimitCfg) xtables.Match {
+	n := 255
+	if rev == 1 {
+		n = 16
+	}
+	h := &xtables.HashlimitInfo{Revision: rev, Name: make([]byte, n), Cfg: c}
+	copy(h.Name, name)
+	return xtables.Match{Name: "hashlimit", Revision: rev, Info: h}
+}
