@@ -200,7 +200,14 @@ func (f *filter) kernelToBPF(r *xtables.Replace, plan *translate.Plan, ks kernel
 // aside, so no packet passes unfiltered in between.
 func (f *filter) replaceKernel(r *xtables.Replace, reason string, ks kernelSock) ([]xtables.Counters, error) {
 	if f.kernel {
-		return kernelReplace(ks, r)
+		old, err := kernelReplace(ks, r)
+		if err == nil {
+			// Status, metrics and the saved state describe the table the
+			// kernel now holds and what keeps this one out of BPF.
+			f.reason, f.table = reason, &r.Table
+			f.added = make([]xtables.Counters, len(r.Entries))
+		}
+		return old, err
 	}
 	if err := xtables.CheckCounters(r, uint32(len(f.table.Entries))); err != nil {
 		return nil, err
