@@ -196,11 +196,12 @@ func dropRules(filter string, drop func(chain string, n int, rule string) bool) 
 
 // coverage is the per-source result.
 type coverage struct {
-	sources            map[string][]fileCoverage
-	measured, inBPF    int
-	notBPF, unmeasured []string
-	blockedBy          map[string][]string // blocker -> sources it holds back
-	onlyBlocker        map[string][]string // blocker -> sources it alone holds back
+	sources         map[string][]fileCoverage
+	measured, inBPF int
+	bpf, notBPF     []string
+	unmeasured      []string
+	blockedBy       map[string][]string // blocker -> sources it holds back
+	onlyBlocker     map[string][]string // blocker -> sources it alone holds back
 }
 
 func (c *coverage) share() float64 { return float64(c.inBPF) / float64(c.measured) }
@@ -229,6 +230,7 @@ func summarize(files []fileCoverage) *coverage {
 			continue
 		case len(blockers) == 0:
 			c.inBPF++
+			c.bpf = append(c.bpf, name)
 		default:
 			c.notBPF = append(c.notBPF, name)
 		}
@@ -240,6 +242,7 @@ func summarize(files []fileCoverage) *coverage {
 			}
 		}
 	}
+	sort.Strings(c.bpf)
 	sort.Strings(c.notBPF)
 	sort.Strings(c.unmeasured)
 	return c
@@ -249,6 +252,7 @@ func (c *coverage) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%d distinct sources measured, %d run fully in BPF (%.1f%%), %d fall back; not measured (no filter table the kernel loads): %s\n",
 		c.measured, c.inBPF, 100*c.share(), len(c.notBPF), strings.Join(c.unmeasured, ", "))
+	fmt.Fprintf(&b, "fully in BPF: %s\n", strings.Join(c.bpf, ", "))
 	b.WriteString("sources not fully in BPF (file: what it waits for; the first fallback reason):\n")
 	for _, name := range c.notBPF {
 		fmt.Fprintf(&b, "  %s\n", name)
