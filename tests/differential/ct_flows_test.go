@@ -25,8 +25,8 @@ import (
 
 // flowWait bounds every wait of a flow for something the router may have
 // dropped. Everything the flows do is driven by packets, not timers (see
-// ctSysctls), so it only has to outlast a veth's delivery: what a twin
-// sends does not depend on how long it waited.
+// ctSysctls and the quickack routes), so it only has to outlast a veth's
+// delivery: what a twin sends does not depend on how long it waited.
 const flowWait = 150 * time.Millisecond
 
 // Not in x/sys: include/uapi/linux/tcp.h's repair queues, and TCP_CLOSE.
