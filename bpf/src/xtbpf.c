@@ -594,9 +594,13 @@ static __always_inline int addr_eq_masked(const __u32 *have, const __u32 *want, 
 		((have[2] ^ want[2]) & mask[2]) | ((have[3] ^ want[3]) & mask[3])) == 0;
 }
 
+/* The index must be a constant: CO-RE relocates a constant index with
+ * the running kernel's element size, while a variable one is scaled by
+ * kernel.h's trimmed nf_conntrack_tuple_hash and lands short of the reply
+ * tuple. */
 static __always_inline const struct nf_conntrack_tuple *ct_tuple(const struct nf_conn *ct, int dir)
 {
-	return &ct->tuplehash[dir].tuple;
+	return dir ? &ct->tuplehash[1].tuple : &ct->tuplehash[0].tuple;
 }
 
 /* The entry's address i: orig src, orig dst, repl src, repl dst. */

@@ -84,3 +84,31 @@ func TestFallbackAndBack(t *testing.T) {
 		t.Errorf("kernel log lacks the fallback and return lines")
 	}
 }
+
+// TestFallbackReasonFollowsTable: a table the kernel already holds and
+// that is replaced by another untranslatable one shows the new table's
+// reason and rule count in status, not the first one's.
+func TestFallbackReasonFollowsTable(t *testing.T) {
+	nstest.RequireRoot(t)
+	d := nstest.StartDaemon(t, "fallback")
+	xt := nstest.New(t, "xtbpf-fr")
+	steps := []struct {
+		restore, reason string
+		rules           int
+	}{
+		{"*filter\n-A INPUT -m recent --set --name fr" + xt.Name + "\nCOMMIT\n", `chain INPUT rule 1: match "recent"`, 1},
+		{"*filter\n-A INPUT -s 10.0.0.0/8 -j ACCEPT\n-A INPUT -p tcp -j REJECT --reject-with tcp-reset\nCOMMIT\n", `chain INPUT rule 2: target "REJECT"`, 2},
+	}
+	for i, s := range steps {
+		if r := d.Run(t, xt, s.restore, "iptables-legacy-restore"); r.Code != 0 {
+			t.Fatalf("step %d: restore: %+v", i, r)
+		}
+		st := d.Status(t, xt)
+		if len(st.Tables) != 1 || st.Tables[0].Mode != "kernel" {
+			t.Fatalf("step %d: status %+v, want the kernel", i, st)
+		}
+		if ts := st.Tables[0]; !strings.Contains(ts.Reason, s.reason) || ts.Rules != s.rules {
+			t.Errorf("step %d: reason %q, %d rules; want %s, %d rules", i, ts.Reason, ts.Rules, s.reason, s.rules)
+		}
+	}
+}
