@@ -1,7 +1,6 @@
 package umh
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -22,23 +21,23 @@ import (
 type saved struct {
 	// Seq counts the changes of the table; an intent names the Seq it
 	// would become. Zero in files older than the journal.
-	Seq uint64 `json:"seq,omitempty"`
+	Seq uint64
 	// Slot is the data plane generation holding the table (in BPF mode)
 	// or the pass-through plan (in kernel mode).
-	Slot    uint32             `json:"slot"`
-	Kernel  bool               `json:"kernel"`
-	Reason  string             `json:"reason,omitempty"`
-	Info    xtables.Info       `json:"info"`
-	Entries []byte             `json:"entries"`
-	Added   []xtables.Counters `json:"added"`
+	Slot    uint32
+	Kernel  bool
+	Reason  string
+	Info    xtables.Info
+	Entries []byte
+	Added   []xtables.Counters
 }
 
 func (d *Daemon) statePath(cookie uint64, fam xtables.Family) string {
-	return filepath.Join(d.cfg.StateDir, strconv.FormatUint(cookie, 10), famName(fam)+"-filter.json")
+	return filepath.Join(d.cfg.StateDir, strconv.FormatUint(cookie, 10), famName(fam)+"-filter.state")
 }
 
 func (d *Daemon) intentPath(cookie uint64, fam xtables.Family) string {
-	return filepath.Join(d.cfg.StateDir, strconv.FormatUint(cookie, 10), famName(fam)+"-filter.intent.json")
+	return filepath.Join(d.cfg.StateDir, strconv.FormatUint(cookie, 10), famName(fam)+"-filter.intent")
 }
 
 // snapshot is f as saved.
@@ -50,13 +49,13 @@ func (f *filter) snapshot() *saved {
 // save writes the table atomically (rename), so a crash leaves the old or
 // the new file, never half of one.
 func (d *Daemon) save(cookie uint64, f *filter) error {
-	return writeJSON(d.statePath(cookie, f.fam), f.snapshot())
+	return writeState(d.statePath(cookie, f.fam), f.snapshot())
 }
 
-func writeJSON(path string, v any) error {
-	b, err := json.Marshal(v)
+func writeState(path string, s *saved) error {
+	b, err := encodeState(s)
 	if err != nil {
-		return fmt.Errorf("encode state: %w", err)
+		return err
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("state dir: %w", stateErrno(err))
@@ -121,7 +120,7 @@ func (d *Daemon) journalOf(ks kernelSock, fam xtables.Family) (*journal, error) 
 }
 
 func (j *journal) begin(next *saved) error {
-	if err := writeJSON(j.d.intentPath(j.cookie, j.fam), next); err != nil {
+	if err := writeState(j.d.intentPath(j.cookie, j.fam), next); err != nil {
 		return fmt.Errorf("record the change: %w", err)
 	}
 	return nil
@@ -129,7 +128,7 @@ func (j *journal) begin(next *saved) error {
 
 func (j *journal) commit(next *saved) error {
 	faultpoint.Reach("umh.commit")
-	if err := writeJSON(j.d.statePath(j.cookie, j.fam), next); err != nil {
+	if err := writeState(j.d.statePath(j.cookie, j.fam), next); err != nil {
 		return fmt.Errorf("save the change: %w", err)
 	}
 	faultpoint.Reach("umh.committed")
@@ -138,7 +137,7 @@ func (j *journal) commit(next *saved) error {
 
 // save writes a state that changes no table (counters added).
 func (j *journal) save(s *saved) error {
-	if err := writeJSON(j.d.statePath(j.cookie, j.fam), s); err != nil {
+	if err := writeState(j.d.statePath(j.cookie, j.fam), s); err != nil {
 		return fmt.Errorf("save counters: %w", err)
 	}
 	return nil
@@ -160,11 +159,11 @@ func readSaved(path string) (*saved, error) {
 	if err != nil {
 		return nil, err
 	}
-	var s saved
-	if err := json.Unmarshal(b, &s); err != nil {
+	s, err := decodeState(b)
+	if err != nil {
 		return nil, fmt.Errorf("decode %s: %w", filepath.Base(path), err)
 	}
-	return &s, nil
+	return s, nil
 }
 
 // restoreFilter resumes a table a previous daemon left pinned, or creates
