@@ -31,6 +31,9 @@ type Plan struct {
 	// SkbMeta says some rule reads skb->mark or skb->pkt_type, so packets
 	// need them read.
 	SkbMeta bool
+	// Reports says some rule is REJECT or LOG: the data plane needs the
+	// channel its reports reach user space by.
+	Reports bool
 }
 
 // PlanHook is a hook's entry point and underflow (policy) entry index.
@@ -45,6 +48,9 @@ type PlanRule struct {
 	Matches []Match // at most MaxMatches
 	Verdict VerdictKind
 	Target  uint32 // entry index for Jump and Goto
+	// RejectWith and Log are the arguments of Reject and Log verdicts.
+	RejectWith uint32
+	Log        xtables.LogInfo
 }
 
 // Build compiles the filter table of one family into a plan. It returns
@@ -102,7 +108,9 @@ func (p *Plan) place(c *Chain, r *Rule) error {
 			p.SkbMeta = true
 		}
 	}
-	p.Rules[r.Index] = PlanRule{IP: r.IP, Matches: r.Matches, Verdict: r.Verdict.Kind, Target: uint32(r.Verdict.Target)}
+	p.Reports = p.Reports || r.Verdict.Reports()
+	p.Rules[r.Index] = PlanRule{IP: r.IP, Matches: r.Matches, Verdict: r.Verdict.Kind, Target: uint32(r.Verdict.Target),
+		RejectWith: r.Verdict.RejectWith, Log: r.Verdict.Log}
 	return nil
 }
 
