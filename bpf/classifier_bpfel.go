@@ -58,6 +58,41 @@ type classifierXtMeta struct {
 	Depth     uint32
 }
 
+type classifierXtReport struct {
+	_         structs.HostLayout
+	Rule      uint32
+	Len       uint32
+	Mark      uint32
+	Iif       uint32
+	Oif       uint32
+	Devif     uint32
+	Devflags  uint32
+	Rtflags   uint32
+	Uid       uint32
+	Gid       uint32
+	Arg       uint32
+	Caplen    uint16
+	Maclen    uint16
+	Machdr    uint16
+	Devtype   uint16
+	VlanProto uint16
+	VlanTci   uint16
+	Csum      uint16
+	Verdict   uint8
+	Hook      uint8
+	Pkttype   uint8
+	IpSummed  uint8
+	CsumValid uint8
+	RtInput   uint8
+	HasUid    uint8
+	Logflags  uint8
+	Pad       [2]uint8
+	In        [16]int8
+	Out       [16]int8
+	Prefix    [32]int8
+	Mac       [32]uint8
+}
+
 type classifierXtRule struct {
 	_       structs.HostLayout
 	Src     [4]uint32
@@ -75,8 +110,16 @@ type classifierXtRule struct {
 	Nmatch  uint8
 	Pad     [2]uint8
 	Target  uint32
-	Pad2    uint32
+	Targ    uint32
 	M       [8]classifierXtMatch
+}
+
+type classifierXtTarg struct {
+	_        structs.HostLayout
+	Arg      uint32
+	Logflags uint8
+	Pad      [3]uint8
+	Prefix   [32]int8
 }
 
 // Names of all BPF objects in the ELF.
@@ -88,11 +131,15 @@ const (
 	classifierMapCounters     = "counters"
 	classifierMapExts         = "exts"
 	classifierMapMeta         = "meta"
+	classifierMapReports      = "reports"
 	classifierMapRules        = "rules"
 	classifierMapStacks       = "stacks"
+	classifierMapTargs        = "targs"
 	classifierProgXtbpfFilter = "xtbpf_filter"
 	classifierVarUnusedExt    = "unused_ext"
+	classifierVarUnusedReport = "unused_report"
 	classifierVarUnusedRule   = "unused_rule"
+	classifierVarUnusedTarg   = "unused_targ"
 )
 
 // loadClassifier returns the embedded CollectionSpec for classifier.
@@ -149,16 +196,20 @@ type classifierMapSpecs struct {
 	Counters *ebpf.MapSpec `ebpf:"counters"`
 	Exts     *ebpf.MapSpec `ebpf:"exts"`
 	Meta     *ebpf.MapSpec `ebpf:"meta"`
+	Reports  *ebpf.MapSpec `ebpf:"reports"`
 	Rules    *ebpf.MapSpec `ebpf:"rules"`
 	Stacks   *ebpf.MapSpec `ebpf:"stacks"`
+	Targs    *ebpf.MapSpec `ebpf:"targs"`
 }
 
 // classifierVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type classifierVariableSpecs struct {
-	UnusedExt  *ebpf.VariableSpec `ebpf:"unused_ext"`
-	UnusedRule *ebpf.VariableSpec `ebpf:"unused_rule"`
+	UnusedExt    *ebpf.VariableSpec `ebpf:"unused_ext"`
+	UnusedReport *ebpf.VariableSpec `ebpf:"unused_report"`
+	UnusedRule   *ebpf.VariableSpec `ebpf:"unused_rule"`
+	UnusedTarg   *ebpf.VariableSpec `ebpf:"unused_targ"`
 }
 
 // classifierObjects contains all objects after they have been loaded into the kernel.
@@ -186,8 +237,10 @@ type classifierMaps struct {
 	Counters *ebpf.Map `ebpf:"counters"`
 	Exts     *ebpf.Map `ebpf:"exts"`
 	Meta     *ebpf.Map `ebpf:"meta"`
+	Reports  *ebpf.Map `ebpf:"reports"`
 	Rules    *ebpf.Map `ebpf:"rules"`
 	Stacks   *ebpf.Map `ebpf:"stacks"`
+	Targs    *ebpf.Map `ebpf:"targs"`
 }
 
 func (m *classifierMaps) Close() error {
@@ -197,8 +250,10 @@ func (m *classifierMaps) Close() error {
 		m.Counters,
 		m.Exts,
 		m.Meta,
+		m.Reports,
 		m.Rules,
 		m.Stacks,
+		m.Targs,
 	)
 }
 
@@ -206,8 +261,10 @@ func (m *classifierMaps) Close() error {
 //
 // It can be passed to loadClassifierObjects or ebpf.CollectionSpec.LoadAndAssign.
 type classifierVariables struct {
-	UnusedExt  *ebpf.Variable `ebpf:"unused_ext"`
-	UnusedRule *ebpf.Variable `ebpf:"unused_rule"`
+	UnusedExt    *ebpf.Variable `ebpf:"unused_ext"`
+	UnusedReport *ebpf.Variable `ebpf:"unused_report"`
+	UnusedRule   *ebpf.Variable `ebpf:"unused_rule"`
+	UnusedTarg   *ebpf.Variable `ebpf:"unused_targ"`
 }
 
 // classifierPrograms contains all programs after they have been loaded into the kernel.

@@ -3,4 +3,4 @@
 // counter reads.
 package bpf
 
-//go:generate go run github.com/cilium/ebpf/cmd/bpf2go@v0.22.0 -target bpfel -type xt_rule -type xt_meta -type xt_match -type xt_ext classifier src/xtbpf.c -- -I/usr/include/x86_64-linux-gnu -O2 -g -mcpu=v3 -Wall -Werror
+//go:generate go run github.com/cilium/ebpf/cmd/bpf2go@v0.22.0 -target bpfel -type xt_rule -type xt_meta -type xt_match -type xt_ext -type xt_targ -type xt_report classifier src/xtbpf.c -- -I/usr/include/x86_64-linux-gnu -O2 -g -mcpu=v3 -Wall -Werror

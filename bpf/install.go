@@ -19,11 +19,11 @@ const membarrierCmdGlobal = 1
 
 // generation is one of the two slots of the outer maps and of meta.
 type generation struct {
-	rules, exts, counters, stack *ebpf.Map
+	rules, exts, targs, counters, stack *ebpf.Map
 }
 
 func (g *generation) close() {
-	for _, m := range []*ebpf.Map{g.rules, g.exts, g.counters, g.stack} {
+	for _, m := range []*ebpf.Map{g.rules, g.exts, g.targs, g.counters, g.stack} {
 		if m != nil {
 			m.Close()
 		}
@@ -52,6 +52,11 @@ func (t *Table) Install(p *translate.Plan) ([]Counter, error) {
 			return nil, fmt.Errorf("install: %w", err)
 		}
 	}
+	if p.Reports {
+		if err := t.ensureRing(); err != nil {
+			return nil, fmt.Errorf("install: %w", err)
+		}
+	}
 	if err := t.fill(next, p); err != nil {
 		return nil, fmt.Errorf("install: %w", err)
 	}
@@ -76,7 +81,7 @@ func (t *Table) Install(p *translate.Plan) ([]Counter, error) {
 // fill builds generation g's maps for p and publishes them in the
 // outer maps and meta; packets do not look at g until it is flipped in.
 func (t *Table) fill(g uint32, p *translate.Plan) error {
-	rules, exts, err := rulesOf(p)
+	enc, err := encodePlan(p)
 	if err != nil {
 		return err
 	}
@@ -85,32 +90,25 @@ func (t *Table) fill(g uint32, p *translate.Plan) error {
 	if err != nil {
 		return err
 	}
-	gen, err := t.newGeneration(cpus*max(len(rules), 1), max(len(exts), 1), cpus*int(m.Depth)*stackSlots)
+	gen, err := t.newGeneration(cpus*max(len(enc.rules), 1), max(len(enc.exts), 1), max(len(enc.targs), 1),
+		cpus*int(m.Depth)*stackSlots)
 	if err != nil {
 		return err
 	}
 	defer gen.close()
-	if len(rules) > 0 {
-		keys := make([]uint32, len(rules))
-		for i := range keys {
-			keys[i] = uint32(i)
-		}
-		if _, err := gen.rules.BatchUpdate(keys, rules, nil); err != nil {
-			return fmt.Errorf("write rules: %w", err)
-		}
+	if err := writeAll(gen.rules, enc.rules, "rules"); err != nil {
+		return err
 	}
-	if len(exts) > 0 {
-		keys := make([]uint32, len(exts))
-		for i := range keys {
-			keys[i] = uint32(i)
-		}
-		if _, err := gen.exts.BatchUpdate(keys, exts, nil); err != nil {
-			return fmt.Errorf("write match payloads: %w", err)
-		}
+	if err := writeAll(gen.exts, enc.exts, "match payloads"); err != nil {
+		return err
+	}
+	if err := writeAll(gen.targs, enc.targs, "target arguments"); err != nil {
+		return err
 	}
 	for _, pub := range []struct {
 		outer, inner *ebpf.Map
-	}{{t.maps.Rules, gen.rules}, {t.maps.Exts, gen.exts}, {t.maps.Counters, gen.counters}, {t.maps.Stacks, gen.stack}} {
+	}{{t.maps.Rules, gen.rules}, {t.maps.Exts, gen.exts}, {t.maps.Targs, gen.targs},
+		{t.maps.Counters, gen.counters}, {t.maps.Stacks, gen.stack}} {
 		if err := pub.outer.Put(g, pub.inner); err != nil {
 			return fmt.Errorf("publish generation %d: %w", g, err)
 		}
@@ -121,13 +119,28 @@ func (t *Table) fill(g uint32, p *translate.Plan) error {
 	return nil
 }
 
-func (t *Table) newGeneration(entries, exts, frames int) (*generation, error) {
+// writeAll fills m with vals at keys 0, 1, ….
+func writeAll[T any](m *ebpf.Map, vals []T, what string) error {
+	if len(vals) == 0 {
+		return nil
+	}
+	keys := make([]uint32, len(vals))
+	for i := range keys {
+		keys[i] = uint32(i)
+	}
+	if _, err := m.BatchUpdate(keys, vals, nil); err != nil {
+		return fmt.Errorf("write %s: %w", what, err)
+	}
+	return nil
+}
+
+func (t *Table) newGeneration(entries, exts, targs, frames int) (*generation, error) {
 	var g generation
 	for _, x := range []struct {
 		spec *ebpf.MapSpec
 		size int
 		dst  **ebpf.Map
-	}{{t.inner.rules, entries, &g.rules}, {t.inner.exts, exts, &g.exts},
+	}{{t.inner.rules, entries, &g.rules}, {t.inner.exts, exts, &g.exts}, {t.inner.targs, targs, &g.targs},
 		{t.inner.counters, entries, &g.counters}, {t.inner.stack, frames, &g.stack}} {
 		spec := x.spec.Copy()
 		spec.MaxEntries = uint32(x.size)

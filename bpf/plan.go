@@ -19,11 +19,15 @@ const (
 	ruleFrag       = 0x02
 
 	stackSlots = 16
+
+	vReject = 7
+	vLog    = 8
 )
 
 var verdictKinds = map[translate.VerdictKind]uint8{
 	translate.Accept: 1, translate.Drop: 2, translate.Return: 3,
 	translate.Jump: 4, translate.Goto: 5, translate.Error: 6,
+	translate.Reject: vReject, translate.Log: vLog,
 }
 
 var matchKinds = map[translate.MatchKind]uint8{
@@ -57,17 +61,44 @@ func metaOf(p *translate.Plan) classifierXtMeta {
 	return m
 }
 
-// rulesOf encodes the rule records and, in a second array the records
-// point into, the payloads too large for a rule's match slot.
-func rulesOf(p *translate.Plan) ([]classifierXtRule, []classifierXtExt, error) {
-	out := make([]classifierXtRule, len(p.Rules))
-	var exts []classifierXtExt
+// encodedPlan is what a generation's arrays hold: the rule records, and
+// the arrays they point into: match payloads too large for a rule's match
+// slot, and the arguments of REJECT and LOG targets.
+type encodedPlan struct {
+	rules []classifierXtRule
+	exts  []classifierXtExt
+	targs []classifierXtTarg
+}
+
+func encodePlan(p *translate.Plan) (*encodedPlan, error) {
+	enc := &encodedPlan{rules: make([]classifierXtRule, len(p.Rules))}
 	for i := range p.Rules {
-		if err := encodeRule(&out[i], &exts, &p.Rules[i]); err != nil {
-			return nil, nil, fmt.Errorf("encode entry %d: %w", i, err)
+		if err := encodeRule(&enc.rules[i], &enc.exts, &p.Rules[i]); err != nil {
+			return nil, fmt.Errorf("encode entry %d: %w", i, err)
+		}
+		if targ, ok := encodeTarg(&p.Rules[i]); ok {
+			enc.rules[i].Targ = uint32(len(enc.targs))
+			enc.targs = append(enc.targs, targ)
 		}
 	}
-	return out, exts, nil
+	return enc, nil
+}
+
+// encodeTarg lays out the arguments of a REJECT or LOG rule.
+func encodeTarg(r *translate.PlanRule) (classifierXtTarg, bool) {
+	var t classifierXtTarg
+	switch r.Verdict {
+	case translate.Reject:
+		t.Arg = r.RejectWith
+	case translate.Log:
+		t.Arg, t.Logflags = uint32(r.Log.Level), r.Log.LogFlags
+		for i, c := range r.Log.Prefix {
+			t.Prefix[i] = int8(c)
+		}
+	default:
+		return t, false
+	}
+	return t, true
 }
 
 func encodeRule(dst *classifierXtRule, exts *[]classifierXtExt, r *translate.PlanRule) error {

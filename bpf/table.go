@@ -26,9 +26,11 @@ type Table struct {
 	ns     *os.File // the namespace Attach hooked into, nil before
 }
 
-// innerSpecs are the templates Install sizes its per-plan maps from.
+// innerSpecs are the templates Install sizes its per-plan maps from, and
+// that of the report ring.
 type innerSpecs struct {
-	rules, exts, counters, stack *ebpf.MapSpec
+	rules, exts, targs, counters, stack *ebpf.MapSpec
+	ring                                *ebpf.MapSpec
 }
 
 const progPin = "xtbpf_filter"
@@ -50,8 +52,10 @@ func Open(dir string, f xtables.Family) (*Table, error) {
 	t := &Table{dir: dir, family: f, inner: innerSpecs{
 		rules:    spec.Maps[classifierMapRules].InnerMap,
 		exts:     spec.Maps[classifierMapExts].InnerMap,
+		targs:    spec.Maps[classifierMapTargs].InnerMap,
 		counters: spec.Maps[classifierMapCounters].InnerMap,
 		stack:    spec.Maps[classifierMapStacks].InnerMap,
+		ring:     spec.Maps[classifierMapReports].InnerMap,
 	}}
 	if err := t.load(spec); err != nil {
 		return nil, fmt.Errorf("open data plane in %s: %w", dir, err)
@@ -91,6 +95,7 @@ func (t *Table) load(spec *ebpf.CollectionSpec) error {
 var mapNames = []string{
 	classifierMapActive, classifierMapBusy, classifierMapCounters,
 	classifierMapMeta, classifierMapRules, classifierMapExts, classifierMapStacks,
+	classifierMapTargs, classifierMapReports,
 }
 
 func (t *Table) loadPinnedMaps() error {
@@ -98,7 +103,8 @@ func (t *Table) loadPinnedMaps() error {
 		classifierMapActive: &t.maps.Active, classifierMapBusy: &t.maps.Busy,
 		classifierMapCounters: &t.maps.Counters, classifierMapMeta: &t.maps.Meta,
 		classifierMapRules: &t.maps.Rules, classifierMapExts: &t.maps.Exts,
-		classifierMapStacks: &t.maps.Stacks,
+		classifierMapStacks: &t.maps.Stacks, classifierMapTargs: &t.maps.Targs,
+		classifierMapReports: &t.maps.Reports,
 	}
 	for name, m := range dst {
 		pinned, err := ebpf.LoadPinnedMap(filepath.Join(t.dir, name), nil)

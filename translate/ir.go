@@ -135,8 +135,10 @@ const (
 
 // Verdict is a rule's target after jumps are resolved to entry indexes.
 type Verdict struct {
-	Kind   VerdictKind
-	Target int // entry index (Jump, Goto)
+	Kind VerdictKind
+	// Target is the entry index the walk goes on at: the jump target
+	// (Jump, Goto), or the next entry (Log).
+	Target int
 	// RejectWith is the REJECT target's reject_with (Reject), in the
 	// family's own enum.
 	RejectWith uint32

@@ -164,7 +164,11 @@ func (l *lifter) verdict(e *xtables.Entry, i int) (Verdict, error) {
 	switch e.Target.Name {
 	case xtables.StandardTarget:
 	case "REJECT", "LOG":
-		return liftReporting(&e.Target)
+		v, err := liftReporting(&e.Target)
+		if v.Kind == Log {
+			v.Target = i + 1
+		}
+		return v, err
 	default:
 		return Verdict{}, &Unsupported{Extension: e.Target.Name, Reason: "not translated", what: "target"}
 	}

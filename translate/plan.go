@@ -47,7 +47,7 @@ type PlanRule struct {
 	IP      IPMatch
 	Matches []Match // at most MaxMatches
 	Verdict VerdictKind
-	Target  uint32 // entry index for Jump and Goto
+	Target  uint32 // entry index for Jump and Goto; the next entry for Log
 	// RejectWith and Log are the arguments of Reject and Log verdicts.
 	RejectWith uint32
 	Log        xtables.LogInfo

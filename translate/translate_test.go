@@ -113,7 +113,7 @@ func TestBuildReportingTargets(t *testing.T) {
 		t.Error("plan with LOG and REJECT does not say it reports")
 	}
 	l, r := p.Rules[0], p.Rules[1]
-	if l.Verdict != Log || l.Log.Level != 4 || l.Log.LogFlags != xtables.LogTCPSeq || l.Log.PrefixString() != "in: " {
+	if l.Verdict != Log || l.Target != 1 || l.Log.Level != 4 || l.Log.LogFlags != xtables.LogTCPSeq || l.Log.PrefixString() != "in: " {
 		t.Errorf("LOG rule %+v", l)
 	}
 	if r.Verdict != Reject || r.RejectWith != xtables.Reject6AdmProhib {

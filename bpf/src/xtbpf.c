@@ -40,6 +40,8 @@ extern unsigned int CONFIG_HZ __kconfig;
 /* Puts the record types into BTF, which bpf2go turns into Go types. */
 const struct xt_rule *unused_rule __attribute__((unused));
 const struct xt_ext *unused_ext __attribute__((unused));
+const struct xt_targ *unused_targ __attribute__((unused));
+const struct xt_report *unused_report __attribute__((unused));
 
 /* Which generation packets use; flipped by one write on install. */
 struct {
@@ -96,12 +98,42 @@ struct ext_array {
 	__uint(value_size, sizeof(struct xt_ext));
 };
 
+struct targ_array {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_INNER_MAP);
+	__uint(max_entries, 1);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(struct xt_targ));
+};
+
+/* REJECT and LOG reports reach user space through this ring. It exists
+ * only once a plan has such rules (the loader puts it in reports[0]), so
+ * namespaces without them pay nothing for it. */
+struct report_ring {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
 	__uint(max_entries, 2);
 	__type(key, __u32);
 	__array(values, struct rule_array);
 } rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__array(values, struct targ_array);
+} targs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct report_ring);
+} reports SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
@@ -173,8 +205,10 @@ struct pkt {
 struct walk {
 	struct bpf_dynptr ptr;
 	struct pkt p;
+	struct bpf_nf_ctx *ctx;
 	void *rules;
 	void *exts;
+	void *targs;
 	void *counters;
 	void *stack;
 	__u32 *busy;
@@ -805,6 +839,8 @@ static __always_inline long finish(struct walk *w, __u32 verdict)
 	return 1;
 }
 
+#include "report.h"
+
 /* One entry of ipt_do_table's loop. */
 static long step(__u64 i, struct walk *w)
 {
@@ -822,6 +858,11 @@ static long step(__u64 i, struct walk *w)
 		return 0;
 	}
 	count(w, idx);
+	/* REJECT and LOG report before the switch: calling report_rule from
+	 * two cases of it makes the verifier's walk of this callback explode
+	 * past its million-instruction limit. REJECT then drops (default). */
+	if (r->verdict == V_REJECT || r->verdict == V_LOG)
+		report_rule(w, r, idx);
 	switch (r->verdict) {
 	case V_ACCEPT:
 		return finish(w, NF_ACCEPT);
@@ -835,6 +876,9 @@ static long step(__u64 i, struct walk *w)
 		return 0;
 	case V_GOTO:
 		w->pc = r->target;
+		return 0;
+	case V_LOG:
+		w->pc = r->target;	/* idx + 1: XT_CONTINUE */
 		return 0;
 	}
 	return finish(w, NF_DROP);
@@ -871,10 +915,12 @@ static __always_inline int setup(struct walk *w, struct bpf_nf_ctx *ctx, __u32 g
 {
 	w->rules = bpf_map_lookup_elem(&rules, &g);
 	w->exts = bpf_map_lookup_elem(&exts, &g);
+	w->targs = bpf_map_lookup_elem(&targs, &g);
 	w->counters = bpf_map_lookup_elem(&counters, &g);
 	w->stack = bpf_map_lookup_elem(&stacks, &g);
-	if (!w->rules || !w->exts || !w->counters || !w->stack)
+	if (!w->rules || !w->exts || !w->targs || !w->counters || !w->stack)
 		return -1;
+	w->ctx = ctx;
 	w->slot = -1;
 	w->verdict = NF_DROP;
 	w->p.len = ctx->skb->len;
