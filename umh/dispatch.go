@@ -198,6 +198,9 @@ func (d *Daemon) install(ks kernelSock, f *filter, r *xtables.Replace) ([]xtable
 		if err == nil && wasKernel {
 			d.klog.printf(klogInfo, "%s filter: table runs in BPF again", famName(f.fam))
 		}
+		if err == nil && plan.Reports {
+			d.startReports(ks, f)
+		}
 		return old, err
 	}
 	var un *translate.Unsupported
@@ -212,6 +215,27 @@ func (d *Daemon) install(ks kernelSock, f *filter, r *xtables.Replace) ([]xtable
 		d.klog.printf(klogInfo, "%s filter: handed to the kernel's xtables: %v", famName(f.fam), un)
 	}
 	return old, kerr
+}
+
+// startReports makes the daemon act on the REJECT and LOG rules of a
+// table just put in force. The rules are in force either way: should this
+// fail, they drop (REJECT) and go on (LOG) without reply or line.
+func (d *Daemon) startReports(ks kernelSock, f *filter) {
+	err := func() error {
+		cookie, err := ks.cookie()
+		if err != nil {
+			return err
+		}
+		nsf, err := ks.netns()
+		if err != nil {
+			return err
+		}
+		defer nsf.Close()
+		return d.attachReports(d.ns[cookie], f, nsf)
+	}()
+	if err != nil {
+		d.klog.printf(klogWarn, "%s filter: REJECT sends no replies and LOG writes no lines: %v", famName(f.fam), err)
+	}
 }
 
 func (d *Daemon) persist(ks kernelSock, f *filter) {

@@ -50,6 +50,20 @@ func (k *klog) printf(prio int, format string, args ...any) {
 	fmt.Fprintf(k.f, "<%d>xtbpf: %s\n", prio, msg)
 }
 
+// record writes one record of the given level as it stands: a LOG line.
+// User space writes get facility LOG_USER; the text and level are the
+// kernel's.
+func (k *klog) record(level int, text string) {
+	if k.f == nil {
+		return
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if _, err := fmt.Fprintf(k.f, "<%d>%s\n", level, text); err != nil {
+		k.log.Debug("kernel log record", "err", err)
+	}
+}
+
 func (k *klog) close() {
 	if k.f != nil {
 		k.f.Close()

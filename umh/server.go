@@ -35,6 +35,11 @@ func (d *Daemon) Serve(ctx context.Context, ready func()) error {
 		defer wg.Done()
 		d.sweepLoop(ctx)
 	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		d.reports.run(ctx)
+	}()
 	if ready != nil {
 		ready()
 	}
