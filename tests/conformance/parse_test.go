@@ -95,7 +95,9 @@ func TestTranslatable(t *testing.T) {
 		"-p tcp -m multiport --dports 1,2":                      true,
 		"-m conntrack --ctstate NEW":                            true,
 		"-p tcp -m tcp --dport 22 -m comment --comment \"a b\"": true,
-		"-j LOG --log-prefix \"x\"":                             false,
+		"-j LOG --log-prefix \"x\" --log-uid":                   true,
+		"-p tcp -j REJECT --reject-with tcp-reset":              true,
+		"-j NFLOG --nflog-group 1":                              false,
 		"-m limit --limit 1/s":                                  false,
 		"-m owner --uid-owner 0":                                false,
 	} {

@@ -18,11 +18,13 @@ var (
 		"--sports", "--dports", "--ports", "--source-ports", "--destination-ports",
 		"--comment", "--src-range", "--dst-range", "--mark", "--pkt-type", "--length",
 		"--ttl-eq", "--ttl-lt", "--ttl-gt", "--hl-eq", "--hl-lt", "--hl-gt",
-		"--tos", "--dscp", "--dscp-class", "--ecn-ip-ect"}
-	bpfFlagOpts = []string{"!", "-f", "--fragment", "--syn", "--ecn-tcp-cwr", "--ecn-tcp-ece"}
-	bpfMatches  = []string{"tcp", "udp", "icmp", "icmp6", "state", "conntrack", "multiport", "comment",
+		"--tos", "--dscp", "--dscp-class", "--ecn-ip-ect",
+		"--reject-with", "--log-prefix", "--log-level"}
+	bpfFlagOpts = []string{"!", "-f", "--fragment", "--syn", "--ecn-tcp-cwr", "--ecn-tcp-ece",
+		"--log-tcp-sequence", "--log-tcp-options", "--log-ip-options", "--log-uid", "--log-macdecode"}
+	bpfMatches = []string{"tcp", "udp", "icmp", "icmp6", "state", "conntrack", "multiport", "comment",
 		"iprange", "mark", "pkttype", "length", "ttl", "hl", "tos", "dscp", "ecn"}
-	bpfTargets = []string{"ACCEPT", "DROP", "RETURN"}
+	bpfTargets = []string{"ACCEPT", "DROP", "RETURN", "REJECT", "LOG"}
 )
 
 // translatable reports whether a .t rule uses only translated features.
