@@ -112,3 +112,33 @@ func onesSum(b []byte) uint16 {
 	}
 	return uint16(s)
 }
+
+// TestReportsInChains checks LOG's XT_CONTINUE inside a user chain (the
+// walk goes on to RETURN and the next rule of the caller) and a REJECT
+// reached by a jump, with every entry counted as the kernel counts it.
+func TestReportsInChains(t *testing.T) {
+	tab := openTable(t, xtables.IPv4)
+	x := tabletest.MustFilter(xtables.IPv4,
+		tabletest.Chain{Name: "INPUT", Rules: []tabletest.Rule{{Target: "logit"}, {Target: "rej"}}}, // 0, 1; policy 2
+		tabletest.Chain{Name: "logit", Rules: []tabletest.Rule{tabletest.Log(4, 0, "a: "), tabletest.Log(5, 0, "b: ")}},
+		tabletest.Chain{Name: "rej", Rules: []tabletest.Rule{tabletest.Reject(xtables.RejectPortUnreach)}},
+	)
+	// Entries: 0 -> logit, 1 -> rej, 2 policy, 3 FORWARD, 4 OUTPUT,
+	// 5 logit head, 6 LOG a, 7 LOG b, 8 RETURN, 9 rej head, 10 REJECT, 11 RETURN, 12 end.
+	install(t, tab, x)
+	p := pkt{src: v4("192.0.2.1"), dst: v4("192.0.2.2"), proto: 17, l4: udpHdr(7, 9)}
+	wantVerdict(t, tab, xtables.HookLocalIn, p, drop)
+	wantPackets(t, tab, map[int]uint64{0: 1, 1: 1, 6: 1, 7: 1, 8: 1, 10: 1})
+	got := readReports(t, tab)
+	if len(got) != 3 {
+		t.Fatalf("%d reports, want LOG a, LOG b, REJECT", len(got))
+	}
+	for i, want := range []uint32{6, 7, 10} {
+		if got[i].Rule != want {
+			t.Errorf("report %d from entry %d, want %d", i, got[i].Rule, want)
+		}
+	}
+	if got[0].Prefix != "a: " || got[1].Prefix != "b: " || got[1].Arg != 5 || got[2].Kind != ReportReject {
+		t.Errorf("reports %+v %+v %+v", got[0], got[1], got[2])
+	}
+}

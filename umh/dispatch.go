@@ -280,6 +280,10 @@ func init() {
 	}
 	translatedRevisions[revisionKey{xtables.IPv4, false, "ttl"}] = 0
 	translatedRevisions[revisionKey{xtables.IPv6, false, "hl"}] = 0
+	for _, f := range []xtables.Family{xtables.IPv4, xtables.IPv6} {
+		translatedRevisions[revisionKey{f, true, "REJECT"}] = 0
+		translatedRevisions[revisionKey{f, true, "LOG"}] = 0
+	}
 }
 
 // getRevision answers as xt_find_revision does: the best revision when
