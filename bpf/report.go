@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
+	"path/filepath"
 
 	"github.com/cilium/ebpf"
 )
@@ -140,4 +142,27 @@ func (t *Table) ReportRing() (*ebpf.Map, error) {
 		return nil, fmt.Errorf("open report ring: %w", err)
 	}
 	return ring, nil
+}
+
+// HasReportRing says whether the data plane pinned in dir has a report
+// ring, without loading it.
+func HasReportRing(dir string) (bool, error) {
+	outer, err := ebpf.LoadPinnedMap(filepath.Join(dir, classifierMapReports), nil)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("open report rings of %s: %w", dir, err)
+	}
+	defer outer.Close()
+	var ring *ebpf.Map
+	err = outer.Lookup(uint32(0), &ring)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("open report ring of %s: %w", dir, err)
+	}
+	ring.Close()
+	return true, nil
 }
