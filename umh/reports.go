@@ -215,12 +215,33 @@ func (l *reportLoop) reject(s *ringSink, r *bpf.Report) {
 	}
 }
 
-// limits gathers what the ICMP rate limits of a reply depend on.
+// limits gathers what the ICMP rate limits of a reply depend on; the
+// route back is looked up only for the types the limits apply to.
 func (o *nsOutput) limits(rep *targets.Reply, r *bpf.Report) (targets.Limits, error) {
 	var lim targets.Limits
+	if rep.Family == xtables.IPv4 {
+		mask, _ := o.sysctl("ipv4/icmp_ratemask")
+		// icmpv4_mask_allow: unknown types and fragmentation-needed go
+		// unlimited.
+		lim.Masked = rep.Type <= 18 && !(rep.Type == 3 && rep.Code == 4) && mask&(1<<rep.Type) != 0
+		ms, _ := o.sysctl("ipv4/icmp_ratelimit")
+		lim.PeerTimeout = time.Duration(ms) * time.Millisecond
+	} else {
+		mask, _ := o.sysctlText("ipv6/icmp/ratemask")
+		lim.Masked = inBitmap(mask, int(rep.Type))
+		ms, _ := o.sysctl("ipv6/icmp/ratelimit")
+		lim.PeerTimeout = time.Duration(ms) * time.Millisecond
+	}
+	if !lim.Masked {
+		return lim, nil
+	}
 	oif, prefix, err := o.route(rep.Dst)
 	if err != nil {
 		return lim, fmt.Errorf("route to %s: %w", rep.Dst, err)
+	}
+	if rep.Family == xtables.IPv6 && prefix < 128 {
+		// icmpv6_xrlim_allow gives wider prefixes more bandwidth.
+		lim.PeerTimeout >>= (128 - prefix) >> 5
 	}
 	lim.OutLoopback = oif == loopbackIfindex
 	// nf_send_unreach6 gives a LOCAL_OUT packet without a device the
@@ -229,23 +250,6 @@ func (o *nsOutput) limits(rep *targets.Reply, r *bpf.Report) (targets.Limits, er
 		rep.Family == xtables.IPv6 && r.Hook == xtables.HookLocalOut && r.DevIndex == 0
 	lim.MsgsPerSec, _ = o.sysctl("ipv4/icmp_msgs_per_sec")
 	lim.MsgsBurst, _ = o.sysctl("ipv4/icmp_msgs_burst")
-	if rep.Family == xtables.IPv4 {
-		mask, _ := o.sysctl("ipv4/icmp_ratemask")
-		// icmpv4_mask_allow: unknown types and fragmentation-needed go
-		// unlimited.
-		lim.Masked = rep.Type <= 18 && !(rep.Type == 3 && rep.Code == 4) && mask&(1<<rep.Type) != 0
-		ms, _ := o.sysctl("ipv4/icmp_ratelimit")
-		lim.PeerTimeout = time.Duration(ms) * time.Millisecond
-		return lim, nil
-	}
-	mask, _ := o.sysctlText("ipv6/icmp/ratemask")
-	lim.Masked = inBitmap(mask, int(rep.Type))
-	ms, _ := o.sysctl("ipv6/icmp/ratelimit")
-	lim.PeerTimeout = time.Duration(ms) * time.Millisecond
-	if prefix < 128 {
-		// icmpv6_xrlim_allow gives wider prefixes more bandwidth.
-		lim.PeerTimeout >>= (128 - prefix) >> 5
-	}
 	return lim, nil
 }
 

@@ -323,3 +323,37 @@ func compareFrames(f xtables.Family, want, got [][]byte) string {
 	}
 	return b.String()
 }
+
+// TestRejectRateLimit: with the default per-destination limit (one error
+// a second, bursts of six), a quick run of probes gets the same number
+// of errors from xtbpf as from the kernel. The probes end with a TCP
+// segment whose reset, never limited, closes the capture.
+func TestRejectRateLimit(t *testing.T) {
+	nstest.RequireRoot(t)
+	d := nstest.StartDaemon(t, "strict")
+	k, x := newSite(t, "kernel", nstest.Kernel()), newSite(t, "xtbpf", nstest.XTBPF(d))
+	f, hook := xtables.IPv4, xtables.HookLocalIn
+	src, dst := endpoints(f, hook)
+	rules := fmt.Sprintf("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"+
+		"-A INPUT -s %s -p udp -j REJECT --reject-with icmp-port-unreachable\n"+
+		"-A INPUT -s %s -p tcp -j REJECT --reject-with tcp-reset\nCOMMIT\n", src, src)
+	counts := map[string]int{}
+	for _, s := range []*site{k, x} {
+		sysctl(t, s.target, "net.ipv4.icmp_ratelimit=1000")
+		s.restore(t, f, rules)
+		flush(s.capS0)
+		for i := range 10 {
+			s.send(t, f, hook, l3(f, src, dst, udp(uint16(31000+i), 7, pattern(8))))
+		}
+		s.send(t, f, hook, sentinel(f, true, src, dst))
+		for _, fr := range capture(t, s.capS0, 10*time.Second, isSentinelReply) {
+			if replyFrame(fr) && fr[23] == unix.IPPROTO_ICMP {
+				counts[s.name]++
+			}
+		}
+	}
+	if counts["kernel"] != counts["xtbpf"] || counts["kernel"] == 10 {
+		t.Errorf("errors let out of 10: kernel %d, xtbpf %d", counts["kernel"], counts["xtbpf"])
+	}
+	t.Logf("errors let out of 10: kernel %d, xtbpf %d", counts["kernel"], counts["xtbpf"])
+}
