@@ -189,6 +189,41 @@ type classifierXtRate struct {
 	Fresh     [7]uint64
 }
 
+type classifierXtReport struct {
+	_         structs.HostLayout
+	Rule      uint32
+	Len       uint32
+	Mark      uint32
+	Iif       uint32
+	Oif       uint32
+	Devif     uint32
+	Devflags  uint32
+	Rtflags   uint32
+	Uid       uint32
+	Gid       uint32
+	Arg       uint32
+	Caplen    uint16
+	Maclen    uint16
+	Machdr    uint16
+	Devtype   uint16
+	VlanProto uint16
+	VlanTci   uint16
+	Csum      uint16
+	Verdict   uint8
+	Hook      uint8
+	Pkttype   uint8
+	IpSummed  uint8
+	CsumValid uint8
+	RtInput   uint8
+	HasUid    uint8
+	Logflags  uint8
+	Pad       [2]uint8
+	In        [16]int8
+	Out       [16]int8
+	Prefix    [32]int8
+	Mac       [32]uint8
+}
+
 type classifierXtRule struct {
 	_       structs.HostLayout
 	Src     [4]uint32
@@ -206,9 +241,9 @@ type classifierXtRule struct {
 	Nmatch  uint8
 	Pad     [2]uint8
 	Target  uint32
+	Targ    uint32
 	Seg     uint32
 	Mfirst  uint32
-	Pad3    uint32
 }
 
 type classifierXtSeg struct {
@@ -223,6 +258,14 @@ type classifierXtSpan struct {
 	_   structs.HostLayout
 	Off uint32
 	N   uint32
+}
+
+type classifierXtTarg struct {
+	_        structs.HostLayout
+	Arg      uint32
+	Logflags uint8
+	Pad      [3]uint8
+	Prefix   [32]int8
 }
 
 type classifierXtValueKey struct {
@@ -246,10 +289,12 @@ const (
 	classifierMapMeta         = "meta"
 	classifierMapPrefixes     = "prefixes"
 	classifierMapRates        = "rates"
+	classifierMapReports      = "reports"
 	classifierMapRules        = "rules"
 	classifierMapScratch      = "scratch"
 	classifierMapSegs         = "segs"
 	classifierMapStacks       = "stacks"
+	classifierMapTargs        = "targs"
 	classifierMapValues       = "values"
 	classifierProgXtbpfCtl    = "xtbpf_ctl"
 	classifierProgXtbpfFilter = "xtbpf_filter"
@@ -258,8 +303,10 @@ const (
 	classifierVarUnusedHlKey  = "unused_hl_key"
 	classifierVarUnusedPrefix = "unused_prefix"
 	classifierVarUnusedRate   = "unused_rate"
+	classifierVarUnusedReport = "unused_report"
 	classifierVarUnusedRule   = "unused_rule"
 	classifierVarUnusedSeg    = "unused_seg"
+	classifierVarUnusedTarg   = "unused_targ"
 	classifierVarUnusedValue  = "unused_value"
 )
 
@@ -324,10 +371,12 @@ type classifierMapSpecs struct {
 	Meta     *ebpf.MapSpec `ebpf:"meta"`
 	Prefixes *ebpf.MapSpec `ebpf:"prefixes"`
 	Rates    *ebpf.MapSpec `ebpf:"rates"`
+	Reports  *ebpf.MapSpec `ebpf:"reports"`
 	Rules    *ebpf.MapSpec `ebpf:"rules"`
 	Scratch  *ebpf.MapSpec `ebpf:"scratch"`
 	Segs     *ebpf.MapSpec `ebpf:"segs"`
 	Stacks   *ebpf.MapSpec `ebpf:"stacks"`
+	Targs    *ebpf.MapSpec `ebpf:"targs"`
 	Values   *ebpf.MapSpec `ebpf:"values"`
 }
 
@@ -340,8 +389,10 @@ type classifierVariableSpecs struct {
 	UnusedHlKey  *ebpf.VariableSpec `ebpf:"unused_hl_key"`
 	UnusedPrefix *ebpf.VariableSpec `ebpf:"unused_prefix"`
 	UnusedRate   *ebpf.VariableSpec `ebpf:"unused_rate"`
+	UnusedReport *ebpf.VariableSpec `ebpf:"unused_report"`
 	UnusedRule   *ebpf.VariableSpec `ebpf:"unused_rule"`
 	UnusedSeg    *ebpf.VariableSpec `ebpf:"unused_seg"`
+	UnusedTarg   *ebpf.VariableSpec `ebpf:"unused_targ"`
 	UnusedValue  *ebpf.VariableSpec `ebpf:"unused_value"`
 }
 
@@ -376,10 +427,12 @@ type classifierMaps struct {
 	Meta     *ebpf.Map `ebpf:"meta"`
 	Prefixes *ebpf.Map `ebpf:"prefixes"`
 	Rates    *ebpf.Map `ebpf:"rates"`
+	Reports  *ebpf.Map `ebpf:"reports"`
 	Rules    *ebpf.Map `ebpf:"rules"`
 	Scratch  *ebpf.Map `ebpf:"scratch"`
 	Segs     *ebpf.Map `ebpf:"segs"`
 	Stacks   *ebpf.Map `ebpf:"stacks"`
+	Targs    *ebpf.Map `ebpf:"targs"`
 	Values   *ebpf.Map `ebpf:"values"`
 }
 
@@ -396,10 +449,12 @@ func (m *classifierMaps) Close() error {
 		m.Meta,
 		m.Prefixes,
 		m.Rates,
+		m.Reports,
 		m.Rules,
 		m.Scratch,
 		m.Segs,
 		m.Stacks,
+		m.Targs,
 		m.Values,
 	)
 }
@@ -413,8 +468,10 @@ type classifierVariables struct {
 	UnusedHlKey  *ebpf.Variable `ebpf:"unused_hl_key"`
 	UnusedPrefix *ebpf.Variable `ebpf:"unused_prefix"`
 	UnusedRate   *ebpf.Variable `ebpf:"unused_rate"`
+	UnusedReport *ebpf.Variable `ebpf:"unused_report"`
 	UnusedRule   *ebpf.Variable `ebpf:"unused_rule"`
 	UnusedSeg    *ebpf.Variable `ebpf:"unused_seg"`
+	UnusedTarg   *ebpf.Variable `ebpf:"unused_targ"`
 	UnusedValue  *ebpf.Variable `ebpf:"unused_value"`
 }
 

@@ -23,10 +23,11 @@ const membarrierCmdGlobal = 1
 type generation struct {
 	rules, matches, exts, counters, stack *ebpf.Map
 	segs, cands, prefixes, values, rates  *ebpf.Map
+	targs                                 *ebpf.Map
 }
 
 func (g *generation) all() []**ebpf.Map {
-	return []**ebpf.Map{&g.rules, &g.matches, &g.exts, &g.counters, &g.stack, &g.segs, &g.cands, &g.prefixes, &g.values, &g.rates}
+	return []**ebpf.Map{&g.rules, &g.matches, &g.exts, &g.counters, &g.stack, &g.segs, &g.cands, &g.prefixes, &g.values, &g.rates, &g.targs}
 }
 
 func (g *generation) close() {
@@ -51,6 +52,11 @@ func (t *Table) Install(p *translate.Plan) ([]Counter, error) {
 		return nil, err
 	}
 	next := cur ^ 1
+	if p.Reports {
+		if err := t.ensureRing(); err != nil {
+			return nil, fmt.Errorf("install: %w", err)
+		}
+	}
 	tables, fresh, err := t.resolveHtables(p)
 	if err != nil {
 		return nil, fmt.Errorf("install: %w", err)
@@ -158,7 +164,7 @@ func (t *Table) fill(g uint32, p *translate.Plan, tables map[string]*htable) err
 	}
 	faultpoint.Reach("bpf.create-maps")
 	gen, err := t.newGeneration(sizes{
-		rules: len(e.rules), matches: len(e.matches), exts: len(e.exts), rates: len(e.rates),
+		rules: len(e.rules), matches: len(e.matches), exts: len(e.exts), rates: len(e.rates), targs: len(e.targs),
 		counters: cpus * len(e.rules), frames: cpus * int(m.Depth) * stackSlots,
 		segs: len(x.segs), cands: len(x.cands), prefixes: len(x.prefixKeys), values: len(x.valueKeys),
 	})
@@ -176,6 +182,7 @@ func (t *Table) fill(g uint32, p *translate.Plan, tables map[string]*htable) err
 		{"matches", gen.matches, seq(len(e.matches)), e.matches, len(e.matches)},
 		{"match payloads", gen.exts, seq(len(e.exts)), e.exts, len(e.exts)},
 		{"limit and hashlimit records", gen.rates, seq(len(e.rates)), e.rates, len(e.rates)},
+		{"target arguments", gen.targs, seq(len(e.targs)), e.targs, len(e.targs)},
 		{"index segments", gen.segs, seq(len(x.segs)), x.segs, len(x.segs)},
 		{"index candidates", gen.cands, seq(len(x.cands)), x.cands, len(x.cands)},
 		{"index values", gen.values, x.valueKeys, x.valueSpans, len(x.valueKeys)},
@@ -193,7 +200,7 @@ func (t *Table) fill(g uint32, p *translate.Plan, tables map[string]*htable) err
 		outer, inner *ebpf.Map
 	}{{t.maps.Rules, gen.rules}, {t.maps.Matches, gen.matches}, {t.maps.Exts, gen.exts}, {t.maps.Counters, gen.counters}, {t.maps.Stacks, gen.stack},
 		{t.maps.Segs, gen.segs}, {t.maps.Cands, gen.cands}, {t.maps.Prefixes, gen.prefixes}, {t.maps.Values, gen.values},
-		{t.maps.Rates, gen.rates}} {
+		{t.maps.Rates, gen.rates}, {t.maps.Targs, gen.targs}} {
 		if err := pub.outer.Put(g, pub.inner); err != nil {
 			return fmt.Errorf("publish generation %d: %w", g, err)
 		}
@@ -237,7 +244,7 @@ func (t *Table) rateEnv(p *translate.Plan, tables map[string]*htable) (*rateEnv,
 // sizes are the entry counts of a generation's maps; a map holds at
 // least one entry, as the kernel requires.
 type sizes struct {
-	rules, matches, exts, rates, counters, frames, segs, cands, prefixes, values int
+	rules, matches, exts, rates, targs, counters, frames, segs, cands, prefixes, values int
 }
 
 func (t *Table) newGeneration(s sizes) (*generation, error) {
@@ -250,7 +257,7 @@ func (t *Table) newGeneration(s sizes) (*generation, error) {
 		{t.inner.counters, s.counters, &g.counters}, {t.inner.stack, s.frames, &g.stack},
 		{t.inner.segs, s.segs, &g.segs}, {t.inner.cands, s.cands, &g.cands},
 		{t.inner.prefixes, s.prefixes, &g.prefixes}, {t.inner.values, s.values, &g.values},
-		{t.inner.rates, s.rates, &g.rates}} {
+		{t.inner.rates, s.rates, &g.rates}, {t.inner.targs, s.targs, &g.targs}} {
 		spec := x.spec.Copy()
 		spec.MaxEntries = uint32(max(x.size, 1))
 		m, err := ebpf.NewMap(spec)

@@ -20,11 +20,15 @@ const (
 	ruleFrag       = 0x02
 
 	stackSlots = 16
+
+	vReject = 7
+	vLog    = 8
 )
 
 var verdictKinds = map[translate.VerdictKind]uint8{
 	translate.Accept: 1, translate.Drop: 2, translate.Return: 3,
 	translate.Jump: 4, translate.Goto: 5, translate.Error: 6,
+	translate.Reject: vReject, translate.Log: vLog,
 }
 
 var matchKinds = map[translate.MatchKind]uint8{
@@ -61,12 +65,14 @@ func metaOf(p *translate.Plan) classifierXtMeta {
 
 // encoded is a plan's rules as the data plane's records: the rules; the
 // matches they point into; the payloads too large for a match record;
-// the records of the limit and hashlimit matches.
+// the records of the limit and hashlimit matches; the arguments of
+// REJECT and LOG targets.
 type encoded struct {
 	rules   []classifierXtRule
 	matches []classifierXtMatch
 	exts    []classifierXtExt
 	rates   []classifierXtRate
+	targs   []classifierXtTarg
 }
 
 func rulesOf(p *translate.Plan, env *rateEnv) (*encoded, error) {
@@ -74,6 +80,10 @@ func rulesOf(p *translate.Plan, env *rateEnv) (*encoded, error) {
 	for i := range p.Rules {
 		if err := e.rule(&e.rules[i], &p.Rules[i], env); err != nil {
 			return nil, fmt.Errorf("encode entry %d: %w", i, err)
+		}
+		if targ, ok := encodeTarg(&p.Rules[i]); ok {
+			e.rules[i].Targ = uint32(len(e.targs))
+			e.targs = append(e.targs, targ)
 		}
 	}
 	return e, nil
@@ -245,3 +255,20 @@ func indexOf(p *translate.Plan) *index {
 
 // partKey is xtbpf.h's PART_KEY.
 func partKey(seg uint32, f translate.Field) uint32 { return seg<<3 | uint32(f) }
+
+// encodeTarg lays out the arguments of a REJECT or LOG rule.
+func encodeTarg(r *translate.PlanRule) (classifierXtTarg, bool) {
+	var t classifierXtTarg
+	switch r.Verdict {
+	case translate.Reject:
+		t.Arg = r.RejectWith
+	case translate.Log:
+		t.Arg, t.Logflags = uint32(r.Log.Level), r.Log.LogFlags
+		for i, c := range r.Log.Prefix {
+			t.Prefix[i] = int8(c)
+		}
+	default:
+		return t, false
+	}
+	return t, true
+}

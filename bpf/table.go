@@ -39,11 +39,12 @@ type Table struct {
 	hl map[string]*htable
 }
 
-// innerSpecs are the templates Install sizes its per-plan maps from.
+// innerSpecs are the templates Install sizes its per-plan maps from, and
+// that of the report ring.
 type innerSpecs struct {
 	rules, matches, exts, counters, stack *ebpf.MapSpec
 	segs, cands, prefixes, values         *ebpf.MapSpec
-	rates, htable                         *ebpf.MapSpec
+	rates, htable, targs, ring            *ebpf.MapSpec
 }
 
 const (
@@ -69,6 +70,7 @@ func Open(dir string, f xtables.Family) (*Table, error) {
 		rules:    spec.Maps[classifierMapRules].InnerMap,
 		matches:  spec.Maps[classifierMapMatches].InnerMap,
 		exts:     spec.Maps[classifierMapExts].InnerMap,
+		targs:    spec.Maps[classifierMapTargs].InnerMap,
 		counters: spec.Maps[classifierMapCounters].InnerMap,
 		stack:    spec.Maps[classifierMapStacks].InnerMap,
 		segs:     spec.Maps[classifierMapSegs].InnerMap,
@@ -77,6 +79,7 @@ func Open(dir string, f xtables.Family) (*Table, error) {
 		values:   spec.Maps[classifierMapValues].InnerMap,
 		rates:    spec.Maps[classifierMapRates].InnerMap,
 		htable:   spec.Maps[classifierMapHtables].InnerMap,
+		ring:     spec.Maps[classifierMapReports].InnerMap,
 	}}
 	if err := t.load(spec); err != nil {
 		return nil, fmt.Errorf("open data plane in %s: %w", dir, err)
@@ -165,6 +168,7 @@ var mapNames = []string{
 	classifierMapMeta, classifierMapRules, classifierMapExts, classifierMapStacks,
 	classifierMapSegs, classifierMapCands, classifierMapPrefixes, classifierMapValues, classifierMapMatches,
 	classifierMapRates, classifierMapHtables, classifierMapHtmeta,
+	classifierMapTargs, classifierMapReports,
 }
 
 func (t *Table) loadPinnedMaps() error {
@@ -176,6 +180,7 @@ func (t *Table) loadPinnedMaps() error {
 		classifierMapPrefixes: &t.maps.Prefixes, classifierMapValues: &t.maps.Values,
 		classifierMapStacks: &t.maps.Stacks, classifierMapRates: &t.maps.Rates,
 		classifierMapHtables: &t.maps.Htables, classifierMapHtmeta: &t.maps.Htmeta,
+		classifierMapTargs: &t.maps.Targs, classifierMapReports: &t.maps.Reports,
 	}
 	for name, m := range dst {
 		pinned, err := ebpf.LoadPinnedMap(filepath.Join(t.dir, name), nil)

@@ -130,12 +130,29 @@ const (
 	// Error is the ERROR target (chain heads, table end): the kernel
 	// drops a packet that reaches one.
 	Error
+	// Reject drops the packet; the data plane reports it so that the
+	// reply REJECT sends is sent from user space.
+	Reject
+	// Log reports the packet for its kernel-log line and goes on with
+	// the next entry (XT_CONTINUE).
+	Log
 )
 
 // Verdict is a rule's target after jumps are resolved to entry indexes.
 type Verdict struct {
-	Kind   VerdictKind
-	Target int // entry index (Jump, Goto)
+	Kind VerdictKind
+	// Target is the entry index the walk goes on at: the jump target
+	// (Jump, Goto), or the next entry (Log).
+	Target int
+	// RejectWith is the REJECT target's reject_with (Reject), in the
+	// family's own enum.
+	RejectWith uint32
+	Log        xtables.LogInfo // the LOG target's payload (Log)
+}
+
+// Reports says whether the verdict sends the packet to user space.
+func (v *Verdict) Reports() bool {
+	return v.Kind == Reject || v.Kind == Log
 }
 
 // MultiportRanges is the walk of ports_match_v1: a port, or with its

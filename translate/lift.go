@@ -161,7 +161,15 @@ func isGoto(f xtables.Family, ip *xtables.IPHeader) bool {
 }
 
 func (l *lifter) verdict(e *xtables.Entry, i int) (Verdict, error) {
-	if e.Target.Name != xtables.StandardTarget {
+	switch e.Target.Name {
+	case xtables.StandardTarget:
+	case "REJECT", "LOG":
+		v, err := liftReporting(&e.Target)
+		if v.Kind == Log {
+			v.Target = i + 1
+		}
+		return v, err
+	default:
 		return Verdict{}, &Unsupported{Extension: e.Target.Name, Reason: "not translated", what: "target"}
 	}
 	switch v := e.Target.Verdict; {
@@ -184,6 +192,26 @@ func (l *lifter) verdict(e *xtables.Entry, i int) (Verdict, error) {
 		return Verdict{Kind: Goto, Target: to}, nil
 	}
 	return Verdict{Kind: Jump, Target: to}, nil
+}
+
+// liftReporting lifts the targets whose effect beyond the verdict (a reply,
+// a log line) user space produces from the data plane's report.
+func liftReporting(t *xtables.Target) (Verdict, error) {
+	if t.Revision != 0 {
+		return Verdict{}, &Unsupported{Extension: t.Name, Reason: fmt.Sprintf("revision %d not translated", t.Revision), what: "target"}
+	}
+	if t.Name == "LOG" {
+		info, ok := infoOf[xtables.LogInfo](t.Info)
+		if !ok {
+			return Verdict{}, &Unsupported{Extension: t.Name, Reason: "payload not decoded", what: "target"}
+		}
+		return Verdict{Kind: Log, Log: info}, nil
+	}
+	info, ok := infoOf[xtables.RejectInfo](t.Info)
+	if !ok {
+		return Verdict{}, &Unsupported{Extension: t.Name, Reason: "payload not decoded", what: "target"}
+	}
+	return Verdict{Kind: Reject, RejectWith: info.With}, nil
 }
 
 func verdictName(v int32) string {

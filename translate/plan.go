@@ -33,6 +33,9 @@ type Plan struct {
 	SkbMeta bool
 	// Index lets long chains skip the rules a packet cannot match.
 	Index Index
+	// Reports says some rule is REJECT or LOG: the data plane needs the
+	// channel its reports reach user space by.
+	Reports bool
 }
 
 // PlanHook is a hook's entry point and underflow (policy) entry index.
@@ -46,8 +49,11 @@ type PlanRule struct {
 	IP      IPMatch
 	Matches []Match // at most MaxMatches
 	Verdict VerdictKind
-	Target  uint32 // entry index for Jump and Goto
+	Target  uint32 // entry index for Jump and Goto; the next entry for Log
 	Seg     uint32 // the index segment holding the rule, 0 for none
+	// RejectWith and Log are the arguments of Reject and Log verdicts.
+	RejectWith uint32
+	Log        xtables.LogInfo
 }
 
 // Build compiles the filter table of one family into a plan. It returns
@@ -106,7 +112,9 @@ func (p *Plan) place(c *Chain, r *Rule) error {
 			p.SkbMeta = true
 		}
 	}
-	p.Rules[r.Index] = PlanRule{IP: r.IP, Matches: r.Matches, Verdict: r.Verdict.Kind, Target: uint32(r.Verdict.Target)}
+	p.Reports = p.Reports || r.Verdict.Reports()
+	p.Rules[r.Index] = PlanRule{IP: r.IP, Matches: r.Matches, Verdict: r.Verdict.Kind, Target: uint32(r.Verdict.Target),
+		RejectWith: r.Verdict.RejectWith, Log: r.Verdict.Log}
 	return nil
 }
 

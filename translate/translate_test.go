@@ -73,8 +73,10 @@ func TestUnsupported(t *testing.T) {
 	}{
 		{tabletest.Rule{Matches: []xtables.Match{tcp, {Name: "recent"}}, Target: "ACCEPT"},
 			`chain INPUT rule 2: match "recent": not translated`},
+		{tabletest.Rule{Target: "NFLOG", Raw: true},
+			`chain INPUT rule 2: target "NFLOG": not translated`},
 		{tabletest.Rule{Target: "LOG", Raw: true},
-			`chain INPUT rule 2: target "LOG": not translated`},
+			`chain INPUT rule 2: target "LOG": payload not decoded`},
 		{tabletest.Rule{Matches: []xtables.Match{{Name: "tcp", Revision: 1, Info: &xtables.TCPInfo{}}}, Target: "ACCEPT"},
 			`chain INPUT rule 2: match "tcp": revision 1 not translated`},
 		{tabletest.Rule{Matches: []xtables.Match{{Name: "icmp6", Info: &xtables.ICMPInfo{}}}, Target: "ACCEPT"},
@@ -96,6 +98,30 @@ func TestUnsupported(t *testing.T) {
 	x.Entries[0].Target.Verdict = xtables.VerdictQueue
 	if _, err := Build(x); err == nil || err.Error() != "chain INPUT policy: verdict QUEUE not translated" {
 		t.Errorf("QUEUE policy: %v", err)
+	}
+}
+
+func TestBuildReportingTargets(t *testing.T) {
+	logRule := tabletest.Log(4, xtables.LogTCPSeq, "in: ")
+	x := tabletest.MustFilter(xtables.IPv6,
+		tabletest.Chain{Name: "INPUT", Rules: []tabletest.Rule{logRule, tabletest.Reject(xtables.Reject6AdmProhib)}})
+	p, err := Build(x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.Reports {
+		t.Error("plan with LOG and REJECT does not say it reports")
+	}
+	l, r := p.Rules[0], p.Rules[1]
+	if l.Verdict != Log || l.Target != 1 || l.Log.Level != 4 || l.Log.LogFlags != xtables.LogTCPSeq || l.Log.PrefixString() != "in: " {
+		t.Errorf("LOG rule %+v", l)
+	}
+	if r.Verdict != Reject || r.RejectWith != xtables.Reject6AdmProhib {
+		t.Errorf("REJECT rule %+v", r)
+	}
+	plain, err := Build(tabletest.MustFilter(xtables.IPv6, tabletest.Chain{Name: "INPUT"}))
+	if err != nil || plain.Reports {
+		t.Errorf("plan without LOG or REJECT: reports %v, %v", plain.Reports, err)
 	}
 }
 

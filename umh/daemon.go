@@ -49,12 +49,16 @@ type Daemon struct {
 	ns      map[uint64]*nsState
 	metrics *metrics
 	trim    trimmer
+	reports *reportLoop
 }
 
 // nsState is the state of one network namespace, keyed by its cookie.
 type nsState struct {
 	cookie  uint64
 	filters map[xtables.Family]*filter
+	// out acts in the namespace on its REJECT and LOG reports, once a
+	// table has such rules.
+	out *nsOutput
 }
 
 // New prepares a daemon; Serve starts answering.
@@ -76,6 +80,11 @@ func New(cfg Config) (*Daemon, error) {
 		d.klog.printf(klogWarn, "%v", err)
 	}
 	d.metrics = newMetrics(d)
+	reports, err := newReportLoop(d)
+	if err != nil {
+		return nil, err
+	}
+	d.reports = reports
 	return d, nil
 }
 
@@ -124,7 +133,61 @@ func (d *Daemon) filterOf(ks kernelSock, fam xtables.Family) (*filter, error) {
 		return nil, fmt.Errorf("%s filter: %w", famName(fam), err)
 	}
 	n.filters[fam] = f
+	if err := d.resumeReports(n, f, nsf); err != nil {
+		d.klog.printf(klogWarn, "%s filter: REJECT and LOG act again only after the next change: %v", famName(fam), err)
+	}
 	return f, nil
+}
+
+// resumeReports reads the report ring of a data plane a previous daemon
+// left with one.
+func (d *Daemon) resumeReports(n *nsState, f *filter, nsf *os.File) error {
+	ring, err := f.dp.ReportRing()
+	if err != nil || ring == nil {
+		return err
+	}
+	ring.Close()
+	return d.attachReports(n, f, nsf)
+}
+
+// attachReports makes the daemon act on a table's REJECT and LOG reports.
+func (d *Daemon) attachReports(n *nsState, f *filter, nsf *os.File) error {
+	if f.sink != nil {
+		return nil
+	}
+	if n.out == nil {
+		out, err := openOutput(nsf)
+		if err != nil {
+			return err
+		}
+		n.out = out
+	}
+	sink, err := d.reports.attach(f.fam, f.dp, n.out)
+	if err != nil {
+		return err
+	}
+	f.sink = sink
+	return nil
+}
+
+// dropReports stops acting on a namespace's reports, for its filters
+// left in fams (all of them when the namespace goes).
+func (d *Daemon) dropReports(n *nsState, fams ...xtables.Family) {
+	for _, fam := range fams {
+		if f := n.filters[fam]; f != nil && f.sink != nil {
+			d.reports.detach(f.sink)
+			f.sink = nil
+		}
+	}
+	for _, f := range n.filters {
+		if f.sink != nil {
+			return
+		}
+	}
+	if n.out != nil {
+		n.out.close()
+		n.out = nil
+	}
 }
 
 // firstUse sets up the table of a namespace xtbpf has not seen. It asks the

@@ -207,6 +207,9 @@ func (d *Daemon) install(j *journal, ks kernelSock, f *filter, r *xtables.Replac
 		if err == nil && wasKernel {
 			d.klog.printf(klogInfo, "%s filter: table runs in BPF again", famName(f.fam))
 		}
+		if err == nil && plan.Reports {
+			d.startReports(ks, f)
+		}
 		// The data plane refuses, before it changes anything, a plan
 		// that its hashlimit tables in force make it unable to run
 		// exactly: that table goes the way of an untranslatable one.
@@ -226,6 +229,27 @@ func (d *Daemon) install(j *journal, ks kernelSock, f *filter, r *xtables.Replac
 		d.klog.printf(klogInfo, "%s filter: handed to the kernel's xtables: %v", famName(f.fam), un)
 	}
 	return old, kerr
+}
+
+// startReports makes the daemon act on the REJECT and LOG rules of a
+// table just put in force. The rules are in force either way: should this
+// fail, they drop (REJECT) and go on (LOG) without reply or line.
+func (d *Daemon) startReports(ks kernelSock, f *filter) {
+	err := func() error {
+		cookie, err := ks.cookie()
+		if err != nil {
+			return err
+		}
+		nsf, err := ks.netns()
+		if err != nil {
+			return err
+		}
+		defer nsf.Close()
+		return d.attachReports(d.ns[cookie], f, nsf)
+	}()
+	if err != nil {
+		d.klog.printf(klogWarn, "%s filter: REJECT sends no replies and LOG writes no lines: %v", famName(f.fam), err)
+	}
 }
 
 // persist saves a table first seen; a failure only costs a restart the
@@ -274,6 +298,10 @@ func init() {
 	}
 	translatedRevisions[revisionKey{xtables.IPv4, false, "ttl"}] = 0
 	translatedRevisions[revisionKey{xtables.IPv6, false, "hl"}] = 0
+	for _, f := range []xtables.Family{xtables.IPv4, xtables.IPv6} {
+		translatedRevisions[revisionKey{f, true, "REJECT"}] = 0
+		translatedRevisions[revisionKey{f, true, "LOG"}] = 0
+	}
 }
 
 // getRevision answers as xt_find_revision does: the best revision when

@@ -38,6 +38,9 @@ type filter struct {
 	dp      *bpf.Table
 	updated time.Time
 	latency time.Duration
+	// sink reads the data plane's REJECT and LOG reports, once it has a
+	// report ring.
+	sink *ringSink
 }
 
 // errUntranslatable marks a replace refused in strict mode. The kernel

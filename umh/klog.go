@@ -50,6 +50,23 @@ func (k *klog) printf(prio int, format string, args ...any) {
 	fmt.Fprintf(k.f, "<%d>xtbpf: %s\n", prio, msg)
 }
 
+// record writes one record of the given level as it stands: a LOG line.
+// User space writes get facility LOG_USER; the text and level are the
+// kernel's. Each record goes through an open of its own: the kernel rate
+// limits writes per open file (ten in five seconds), while its own LOG
+// prints every line.
+func (k *klog) record(level int, text string) {
+	f, err := os.OpenFile("/dev/kmsg", os.O_WRONLY, 0)
+	if err != nil {
+		k.log.Debug("kernel log record", "err", err)
+		return
+	}
+	defer f.Close()
+	if _, err := fmt.Fprintf(f, "<%d>%s\n", level, text); err != nil {
+		k.log.Debug("kernel log record", "err", err)
+	}
+}
+
 func (k *klog) close() {
 	if k.f != nil {
 		k.f.Close()

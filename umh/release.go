@@ -90,6 +90,7 @@ func (d *Daemon) releaseFamily(cookie uint64, nsf *os.File, fam xtables.Family) 
 			return fmt.Errorf("release netns %d: kernel ADD_COUNTERS: %w", cookie, err)
 		}
 	}
+	d.dropReports(d.ns[cookie], fam)
 	if err := f.dp.Remove(); err != nil {
 		return fmt.Errorf("release netns %d: %w", cookie, err)
 	}

@@ -35,6 +35,12 @@ func (d *Daemon) Serve(ctx context.Context, ready func()) error {
 		defer wg.Done()
 		d.sweepLoop(ctx)
 	}()
+	d.resumeAllReports()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		d.reports.run(ctx)
+	}()
 	if ready != nil {
 		ready()
 	}

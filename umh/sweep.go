@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"xtbpf/xtables"
 )
 
 // A netfilter BPF link holds a reference on the network namespace it was
@@ -175,6 +177,7 @@ func (d *Daemon) forget(cookie uint64) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if n := d.ns[cookie]; n != nil {
+		d.dropReports(n, xtables.IPv4, xtables.IPv6)
 		for _, f := range n.filters {
 			f.dp.Close()
 		}

@@ -56,7 +56,7 @@ func decodeEntry(f Family, blob []byte, pos int) (Entry, error) {
 	if e.Matches, err = decodeMatches(f, b[es:to]); err != nil {
 		return e, err
 	}
-	e.Target, err = decodeTarget(b[to:])
+	e.Target, err = decodeTarget(f, b[to:])
 	return e, err
 }
 
@@ -85,7 +85,7 @@ func decodeMatches(f Family, b []byte) ([]Match, error) {
 // decodeTarget reads the target from b, which runs to the entry's end.
 // The standard verdict is read where the kernel reads it, right after the
 // header, whatever target_size says.
-func decodeTarget(b []byte) (Target, error) {
+func decodeTarget(f Family, b []byte) (Target, error) {
 	size := int(ne.Uint16(b))
 	if size < extHeaderSize || size > len(b) {
 		return Target{}, fmt.Errorf("target_size %d does not fit the %d bytes after target_offset", size, len(b))
@@ -102,6 +102,8 @@ func decodeTarget(b []byte) (Target, error) {
 		}
 	case ErrorTarget:
 		t.ErrorName = cString(t.Data)
+	default:
+		t.Info = decodeInfo(targetExts[extKey{f, t.Name, t.Revision}], t.Data)
 	}
 	return t, nil
 }
@@ -142,7 +144,7 @@ func encodeEntry(f Family, e *Entry, payload func(Family, *Match) []byte) []byte
 		matches = append(matches, extHeader(len(p), e.Matches[i].Name, e.Matches[i].Revision)...)
 		matches = append(matches, p...)
 	}
-	tp := targetPayload(&e.Target)
+	tp := targetPayload(f, &e.Target)
 	to, no := int(e.TargetOffset), int(e.NextOffset)
 	need := extHeaderSize + len(tp)
 	if e.Target.Name == StandardTarget {

@@ -4,13 +4,13 @@ import "golang.org/x/sys/unix"
 
 // checkExtensions is find_check_entry for one entry: its matches in order,
 // then its target, as xt_check_match and xt_check_target judge them.
-func checkExtensions(f Family, e *Entry) error {
+func checkExtensions(f Family, table string, e *Entry) error {
 	for i := range e.Matches {
 		if err := checkMatch(f, e, &e.Matches[i]); err != nil {
 			return errorf(Errno(err), "match %d (%q): %v", i, e.Matches[i].Name, unwrapMsg(err))
 		}
 	}
-	if err := checkTarget(&e.Target); err != nil {
+	if err := checkTarget(f, table, e); err != nil {
 		return errorf(Errno(err), "target %q: %v", e.Target.Name, unwrapMsg(err))
 	}
 	return nil
@@ -59,7 +59,8 @@ func checkMatch(f Family, e *Entry, m *Match) error {
 	return nil
 }
 
-func checkTarget(t *Target) error {
+func checkTarget(f Family, table string, e *Entry) error {
+	t := &e.Target
 	if err := checkName(t.Name); err != nil {
 		return err
 	}
@@ -70,7 +71,7 @@ func checkTarget(t *Target) error {
 	case ErrorTarget:
 		want = errorNameLen
 	default:
-		return nil
+		return checkOwnedTarget(f, table, e)
 	}
 	if t.Revision != 0 {
 		return errorf(unix.ENOENT, "no revision %d", t.Revision)
@@ -79,4 +80,29 @@ func checkTarget(t *Target) error {
 		return errorf(unix.EINVAL, "payload of %d bytes, want %d", len(t.Data), want)
 	}
 	return nil
+}
+
+// checkOwnedTarget is xt_check_target for the targets this package
+// decodes: size, table, hooks, then the target's checkentry. A target it
+// does not know is left to the kernel.
+func checkOwnedTarget(f Family, table string, e *Entry) error {
+	t := &e.Target
+	x := targetExts[extKey{f, t.Name, t.Revision}]
+	if x == nil {
+		if ownedTargets[t.Name] {
+			return errorf(unix.ENOENT, "no revision %d in this family", t.Revision)
+		}
+		return nil
+	}
+	payload := targetPayload(f, t)
+	if len(payload) != xtAlign(x.size) {
+		return errorf(unix.EINVAL, "payload of %d bytes, want %d", len(payload), xtAlign(x.size))
+	}
+	if only, ok := targetTables[t.Name]; ok && only != table {
+		return errorf(unix.EINVAL, "only valid in table %s, not %s", only, table)
+	}
+	if x.hooks != 0 && e.Comefrom&^x.hooks != 0 {
+		return errorf(unix.EINVAL, "not valid from hooks %#x", e.Comefrom&^x.hooks)
+	}
+	return x.check(decodeInfo(x, payload), e)
 }

@@ -143,7 +143,7 @@ func touchesUnknown(base *Replace, b []byte) bool {
 
 func known(f Family, name string, target bool) bool {
 	if target {
-		return name == StandardTarget || name == ErrorTarget
+		return name == StandardTarget || name == ErrorTarget || ownedTargets[name]
 	}
 	return ownedMatches[name]
 }

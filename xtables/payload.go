@@ -97,13 +97,24 @@ func userPayload(f Family, m *Match) []byte {
 
 // targetPayload is matchPayload for targets: the standard verdict is
 // written by the entry encoder (it sits at a fixed place even when the
-// declared size is wrong), ERROR gets its chain name.
-func targetPayload(t *Target) []byte {
+// declared size is wrong), ERROR gets its chain name, and the decoded
+// targets their Info.
+func targetPayload(f Family, t *Target) []byte {
+	x := targetExts[extKey{f, t.Name, t.Revision}]
 	switch {
 	case t.Data != nil:
 		out := append([]byte(nil), t.Data...)
 		if t.Name == ErrorTarget && len(out) == errorNameLen {
 			putCString(out, t.ErrorName)
+		}
+		if x != nil && t.Info != nil && len(out) >= x.size {
+			x.encode(t.Info, out)
+		}
+		return out
+	case x != nil:
+		out := make([]byte, xtAlign(x.size))
+		if t.Info != nil {
+			x.encode(t.Info, out)
 		}
 		return out
 	case t.Name == StandardTarget:

@@ -36,7 +36,7 @@ func Validate(r *Replace) error {
 		r.Entries[i].Counters = Counters{}
 	}
 	for i := range r.Entries {
-		if err := checkExtensions(r.Family, &r.Entries[i]); err != nil {
+		if err := checkExtensions(r.Family, r.Name, &r.Entries[i]); err != nil {
 			return entryErr(i, &r.Entries[i], err)
 		}
 	}

@@ -49,6 +49,8 @@ const struct xt_rate *unused_rate __attribute__((unused));
  * the kernel must see the value's bpf_spin_lock. */
 const struct hl_key *unused_hl_key __attribute__((unused));
 const struct hl_ent *unused_hl_ent __attribute__((unused));
+const struct xt_targ *unused_targ __attribute__((unused));
+const struct xt_report *unused_report __attribute__((unused));
 
 /* Which generation packets use; flipped by one write on install. */
 struct {
@@ -186,6 +188,36 @@ struct {
 	__array(values, struct match_array);
 } matches SEC(".maps");
 
+struct targ_array {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_INNER_MAP);
+	__uint(max_entries, 1);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(struct xt_targ));
+};
+
+/* REJECT and LOG reports reach user space through this ring. It exists
+ * only once a plan has such rules (the loader puts it in reports[0]), so
+ * namespaces without them pay nothing for it. */
+struct report_ring {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__array(values, struct targ_array);
+} targs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct report_ring);
+} reports SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
 	__uint(max_entries, 2);
@@ -293,9 +325,11 @@ struct {
 struct walk {
 	struct bpf_dynptr ptr;
 	struct pkt *p;
+	struct bpf_nf_ctx *ctx;
 	void *rules;
 	void *matches;
 	void *exts;
+	void *targs;
 	void *counters;
 	void *stack;
 	__u32 *busy;
@@ -1143,6 +1177,8 @@ __noinline int cursor_next(struct cursor *c, __u32 idx)
 	return 0;
 }
 
+#include "report.h"
+
 /* One entry of ipt_do_table's loop. */
 static long step(__u64 i, struct walk *w)
 {
@@ -1167,6 +1203,11 @@ static long step(__u64 i, struct walk *w)
 		return 0;
 	}
 	count(w, idx);
+	/* REJECT and LOG report before the switch: calling report_rule from
+	 * two cases of it makes the verifier's walk of this callback explode
+	 * past its million-instruction limit. REJECT then drops (default). */
+	if (r->verdict == V_REJECT || r->verdict == V_LOG)
+		report_rule(w, r, idx);
 	switch (r->verdict) {
 	case V_ACCEPT:
 		return finish(w, NF_ACCEPT);
@@ -1185,6 +1226,10 @@ static long step(__u64 i, struct walk *w)
 			return 0;
 		}
 		cursor_goto(w->cur, r->target);
+		return 0;
+	case V_LOG:
+		/* XT_CONTINUE: r->target is idx + 1. */
+		cursor_next(w->cur, idx);
 		return 0;
 	}
 	return finish(w, NF_DROP);
@@ -1222,10 +1267,12 @@ static __always_inline int setup(struct walk *w, struct bpf_nf_ctx *ctx, __u32 g
 	w->rules = bpf_map_lookup_elem(&rules, &g);
 	w->matches = bpf_map_lookup_elem(&matches, &g);
 	w->exts = bpf_map_lookup_elem(&exts, &g);
+	w->targs = bpf_map_lookup_elem(&targs, &g);
 	w->counters = bpf_map_lookup_elem(&counters, &g);
 	w->stack = bpf_map_lookup_elem(&stacks, &g);
-	if (!w->rules || !w->matches || !w->exts || !w->counters || !w->stack)
+	if (!w->rules || !w->matches || !w->exts || !w->targs || !w->counters || !w->stack)
 		return -1;
+	w->ctx = ctx;
 	w->cur->gen = g;
 	leave(w->cur);
 	__builtin_memset(w->p, 0, sizeof(*w->p));

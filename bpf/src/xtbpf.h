@@ -30,6 +30,8 @@ enum verdict_kind {
 	V_JUMP = 4,
 	V_GOTO = 5,
 	V_ERROR = 6,
+	V_REJECT = 7,	/* report, then drop */
+	V_LOG = 8,	/* report, then the next entry */
 };
 
 /* xt_rule.flags */
@@ -110,10 +112,10 @@ struct xt_rule {
 	__u8 verdict;
 	__u8 nmatch;
 	__u8 pad[2];
-	__u32 target;
+	__u32 target;	/* JUMP, GOTO: entry index; LOG: the next entry's */
+	__u32 targ;	/* REJECT, LOG: index of the rule's xt_targ */
 	__u32 seg;	/* index segment, 0 for a rule walked in turn */
 	__u32 mfirst;	/* its matches: matches[mfirst .. mfirst + nmatch) */
-	__u32 pad3;
 };
 
 /* translate.Field: the packet field an index part looks up; 0 is the
@@ -266,4 +268,53 @@ struct xt_ctl {
 	__u64 jiffies;
 	__u32 slot;
 	__u32 arm;
+};
+
+/* The arguments of a REJECT or LOG rule, at xt_rule.target of the
+ * generation's target-argument array. */
+struct xt_targ {
+	__u32 arg;	/* REJECT: reject_with; LOG: level */
+	__u8 logflags;	/* LOG: xt_log_info.logflags */
+	__u8 pad[3];
+	char prefix[32];	/* LOG: xt_log_info.prefix, NUL-padded */
+};
+
+#define REPORT_MAC 32	/* link-layer header bytes a report keeps */
+#define REPORT_CHUNK 64	/* packet bytes are copied, and padded, in chunks */
+
+/* What a REJECT or LOG rule hands to user space: what the kernel's
+ * target would know of the packet, then the packet's first caplen bytes
+ * from its network header on, padded to REPORT_CHUNK. */
+struct xt_report {
+	__u32 rule;	/* entry index */
+	__u32 len;	/* skb->len */
+	__u32 mark;	/* skb->mark */
+	__u32 iif;	/* ifindex of the hook's input device, 0 for none */
+	__u32 oif;	/* ifindex of the hook's output device, 0 for none */
+	__u32 devif;	/* skb->dev's ifindex, 0 for none */
+	__u32 devflags;	/* skb->dev->flags */
+	__u32 rtflags;	/* IPv4: rt_flags of the route the skb carries */
+	__u32 uid;	/* the socket's fsuid and fsgid, when has_uid */
+	__u32 gid;
+	__u32 arg;	/* xt_targ.arg */
+	__u16 caplen;	/* packet bytes that follow the record */
+	__u16 maclen;	/* bytes of mac that hold the link-layer header */
+	__u16 machdr;	/* network_header - mac_header, 0xffff when unset */
+	__u16 devtype;	/* skb->dev->type */
+	__u16 vlan_proto;	/* skb->vlan_proto, network order */
+	__u16 vlan_tci;	/* skb->vlan_tci; a tag is present when either is set */
+	__u16 csum;	/* ones' complement sum of the bytes past caplen, folded */
+	__u8 verdict;	/* V_REJECT or V_LOG */
+	__u8 hook;
+	__u8 pkttype;	/* skb->pkt_type */
+	__u8 ip_summed;	/* skb->ip_summed */
+	__u8 csum_valid;	/* skb->csum_valid */
+	__u8 rt_input;	/* IPv4: the route is an input route */
+	__u8 has_uid;
+	__u8 logflags;
+	__u8 pad[2];
+	char in[16];	/* the hook's device names */
+	char out[16];
+	char prefix[32];
+	__u8 mac[REPORT_MAC];
 };

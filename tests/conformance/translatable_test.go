@@ -22,11 +22,12 @@ var (
 		"--limit", "--limit-burst", "--hashlimit", "--hashlimit-upto", "--hashlimit-above", "--hashlimit-burst",
 		"--hashlimit-mode", "--hashlimit-srcmask", "--hashlimit-dstmask", "--hashlimit-name",
 		"--hashlimit-htable-size", "--hashlimit-htable-max", "--hashlimit-htable-expire",
-		"--hashlimit-htable-gcinterval", "--hashlimit-rate-interval"}
-	bpfFlagOpts = []string{"!", "-f", "--fragment", "--syn", "--ecn-tcp-cwr", "--ecn-tcp-ece", "--hashlimit-rate-match"}
-	bpfMatches  = []string{"tcp", "udp", "icmp", "icmp6", "state", "conntrack", "multiport", "comment",
+		"--hashlimit-htable-gcinterval", "--hashlimit-rate-interval", "--reject-with", "--log-prefix", "--log-level"}
+	bpfFlagOpts = []string{"!", "-f", "--fragment", "--syn", "--ecn-tcp-cwr", "--ecn-tcp-ece", "--hashlimit-rate-match",
+		"--log-tcp-sequence", "--log-tcp-options", "--log-ip-options", "--log-uid", "--log-macdecode"}
+	bpfMatches = []string{"tcp", "udp", "icmp", "icmp6", "state", "conntrack", "multiport", "comment",
 		"iprange", "mark", "pkttype", "length", "ttl", "hl", "tos", "dscp", "ecn", "limit", "hashlimit"}
-	bpfTargets = []string{"ACCEPT", "DROP", "RETURN"}
+	bpfTargets = []string{"ACCEPT", "DROP", "RETURN", "REJECT", "LOG"}
 )
 
 // translatable reports whether a .t rule uses only translated features.

@@ -23,6 +23,15 @@ type Result struct {
 	Verdict uint32 // NFDrop or NFAccept (or another NF_* a table names)
 	Hits    []int  // entry indexes whose counter was bumped, in order
 	Bytes   uint32 // what each bump adds to the byte counter (skb->len)
+	// Reports are the REJECT and LOG entries the walk ran, in order: the
+	// packets the data plane hands to user space for a reply or a log line.
+	Reports []Report
+}
+
+// Report is one REJECT or LOG target run on the packet.
+type Report struct {
+	Entry  int
+	Target string // "REJECT" or "LOG"
 }
 
 // maxSteps bounds a walk; a table that passed the kernel's loop check
@@ -152,6 +161,9 @@ func (w *walk) run() (Result, error) {
 			continue
 		}
 		res.Hits = append(res.Hits, i)
+		if e.Target.Name == "REJECT" || e.Target.Name == "LOG" {
+			res.Reports = append(res.Reports, Report{Entry: i, Target: e.Target.Name})
+		}
 		next, verdict, done, err := w.target(i, e)
 		if err != nil {
 			return res, fmt.Errorf("eval: entry %d: %w", i, err)
@@ -192,6 +204,12 @@ func (w *walk) target(i int, e *xtables.Entry) (next int, verdict uint32, done b
 	case xtables.StandardTarget:
 	case xtables.ErrorTarget:
 		return 0, NFDrop, true, nil // ipt_error
+	case "REJECT":
+		// reject_tg sends its reply (or nothing) and drops.
+		return 0, NFDrop, true, nil
+	case "LOG":
+		// log_tg logs and returns XT_CONTINUE: the next entry.
+		return i + 1, 0, false, nil
 	default:
 		return 0, 0, false, fmt.Errorf("unknown target %q", e.Target.Name)
 	}

@@ -47,9 +47,9 @@ func TestJumpGotoReturn(t *testing.T) {
 		want  Result
 	}{
 		// RETURN pops back to the entry after the jump: the DROP rule.
-		{"jump", 0, Result{NFDrop, []int{0, 4, 5, 1}, 28}},
+		{"jump", 0, Result{Verdict: NFDrop, Hits: []int{0, 4, 5, 1}, Bytes: 28}},
 		// A goto pushes nothing: RETURN on an empty stack is the policy.
-		{"goto", xtables.FlagGoto, Result{NFAccept, []int{0, 4, 5, 2}, 28}},
+		{"goto", xtables.FlagGoto, Result{Verdict: NFAccept, Hits: []int{0, 4, 5, 2}, Bytes: 28}},
 	} {
 		tbl := table(xtables.IPv4, 2,
 			jump(4, tc.flags), verdict(xtables.VerdictDrop), verdict(xtables.VerdictAccept),
@@ -125,8 +125,20 @@ func TestUnknownExtension(t *testing.T) {
 	if _, err := Run(table(xtables.IPv4, 1, e, verdict(xtables.VerdictAccept)), xtables.HookLocalIn, v4udp, "", ""); err == nil {
 		t.Error("an unknown match evaluated without error")
 	}
-	e = xtables.Entry{Target: xtables.Target{Name: "LOG"}}
+	e = xtables.Entry{Target: xtables.Target{Name: "NFLOG"}}
 	if _, err := Run(table(xtables.IPv4, 1, e, verdict(xtables.VerdictAccept)), xtables.HookLocalIn, v4udp, "", ""); err == nil {
 		t.Error("an unknown target evaluated without error")
+	}
+}
+
+func TestLogContinuesRejectDrops(t *testing.T) {
+	logE := xtables.Entry{Target: xtables.Target{Name: "LOG", Info: &xtables.LogInfo{Level: 4}}}
+	rejE := xtables.Entry{Target: xtables.Target{Name: "REJECT", Info: &xtables.RejectInfo{With: xtables.RejectPortUnreach}}}
+	tbl := table(xtables.IPv4, 3, logE, logE, rejE, verdict(xtables.VerdictAccept))
+	got, err := Run(tbl, xtables.HookLocalIn, v4udp, "", "")
+	want := Result{Verdict: NFDrop, Hits: []int{0, 1, 2}, Bytes: 28,
+		Reports: []Report{{0, "LOG"}, {1, "LOG"}, {2, "REJECT"}}}
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Errorf("got %+v, %v; want %+v", got, err, want)
 	}
 }

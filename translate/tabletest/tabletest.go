@@ -18,6 +18,9 @@ type Rule struct {
 	Target  string
 	Goto    bool
 	Raw     bool // Target names an extension target, not a verdict
+	// Info is the extension target's decoded payload (Raw), such as
+	// *xtables.RejectInfo or *xtables.LogInfo.
+	Info any
 }
 
 // Chain is a built-in chain (INPUT, FORWARD, OUTPUT, with a Policy) or a
@@ -122,7 +125,7 @@ func (b *builder) layout(chains []Chain) {
 		}
 		b.starts[c.Name] = off
 		for _, r := range c.Rules {
-			off += b.entrySize() + stdTargetSize
+			off += b.entrySize() + targetSize(r)
 			for _, m := range r.Matches {
 				off += matchSize(m)
 			}
@@ -169,7 +172,7 @@ func (b *builder) rule(r Rule) error {
 	e.TargetOffset = uint16(size)
 	switch v, ok := verdicts[r.Target]; {
 	case r.Raw:
-		e.Target = xtables.Target{Name: r.Target}
+		e.Target = xtables.Target{Name: r.Target, Info: r.Info}
 	case ok:
 		e.Target = xtables.Target{Verdict: v}
 	default:
@@ -179,11 +182,23 @@ func (b *builder) rule(r Rule) error {
 		}
 		e.Target = xtables.Target{Verdict: int32(start)}
 	}
-	size += stdTargetSize
+	size += targetSize(r)
 	e.NextOffset = uint16(size)
 	b.t.Entries = append(b.t.Entries, e)
 	b.off += size
 	return nil
+}
+
+// targetSize is the target's size in the blob: a standard target's, or
+// that of the extension payload the rule carries.
+func targetSize(r Rule) uint32 {
+	switch r.Info.(type) {
+	case *xtables.LogInfo:
+		return matchHeader + 32
+	case *xtables.RejectInfo:
+		return matchHeader + 8
+	}
+	return stdTargetSize
 }
 
 func (b *builder) errorEntry(name string) {
@@ -193,6 +208,18 @@ func (b *builder) errorEntry(name string) {
 		Target: xtables.Target{Name: xtables.ErrorTarget, ErrorName: name},
 	})
 	b.off += size
+}
+
+// Reject is a REJECT rule's target with the given reject_with.
+func Reject(with uint32) Rule {
+	return Rule{Target: "REJECT", Raw: true, Info: &xtables.RejectInfo{With: with}}
+}
+
+// Log is a LOG rule's target.
+func Log(level, flags uint8, prefix string) Rule {
+	i := &xtables.LogInfo{Level: level, LogFlags: flags}
+	copy(i.Prefix[:29], prefix)
+	return Rule{Target: "LOG", Raw: true, Info: i}
 }
 
 // TCP, UDP and ICMP are decoded match payloads as the decoder yields them.
