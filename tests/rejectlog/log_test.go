@@ -209,3 +209,59 @@ func records(rs []logRecord) string {
 	}
 	return b.String()
 }
+
+// TestLogNeedsAllNetns: with nf_log_all_netns off, LOG in a namespace
+// other than the initial one prints nothing, in the kernel as in xtbpf. A
+// REJECT after the LOG rule shows the packet went by it: xtbpfd handles a
+// ring's reports in order, so its reply comes after the LOG was decided.
+func TestLogNeedsAllNetns(t *testing.T) {
+	nstest.RequireRoot(t)
+	old, err := os.ReadFile(allNetns)
+	if err != nil {
+		t.Fatalf("read %s: %v", allNetns, err)
+	}
+	t.Cleanup(func() {
+		if err := os.WriteFile(allNetns, old, 0o644); err != nil {
+			t.Errorf("restore %s: %v", allNetns, err)
+		}
+	})
+	if err := os.WriteFile(allNetns, []byte("0\n"), 0o644); err != nil {
+		t.Fatalf("set %s: %v", allNetns, err)
+	}
+	d := nstest.StartDaemon(t, "strict")
+	k, x := newSite(t, "kernel", nstest.Kernel()), newSite(t, "xtbpf", nstest.XTBPF(d))
+	log := openKmsg(t)
+	f, hook := xtables.IPv4, xtables.HookLocalIn
+	src, dst := endpoints(f, hook)
+	for _, s := range []*site{k, x} {
+		tag := "rlq" + s.name[:1]
+		rules := strings.Replace(ruleset(f, hook, fmt.Sprintf("-j LOG --log-prefix %q", tag+": ")), "COMMIT\n",
+			strings.TrimPrefix(ruleset(f, hook, "-j REJECT"), "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"), 1)
+		s.restore(t, f, rules)
+		if got := s.exchange(t, f, hook, l3(f, src, dst, udp(30030, 7, pattern(8))), sentinel(f, false, src, dst)); len(got) != 2 {
+			t.Fatalf("%s: %d replies, want the probe's and the sentinel's", s.name, len(got))
+		}
+		if lines := log.since(tag); len(lines) != 0 {
+			t.Errorf("%s logged with nf_log_all_netns off: %v", s.name, lines)
+		}
+	}
+}
+
+// since returns the records read so far whose text starts with prefix,
+// without waiting for more.
+func (k *kmsg) since(prefix string) []string {
+	var out []string
+	buf := make([]byte, 8192)
+	for {
+		n, err := unix.Read(k.fd, buf)
+		if errors.Is(err, unix.EPIPE) {
+			continue
+		}
+		if err != nil {
+			return out
+		}
+		if rec, ok := parseKmsg(string(buf[:n])); ok && strings.HasPrefix(rec.text, prefix) {
+			out = append(out, rec.text)
+		}
+	}
+}
