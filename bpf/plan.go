@@ -31,7 +31,7 @@ var matchKinds = map[translate.MatchKind]uint8{
 	translate.MatchState: 4, translate.MatchConntrack: 5, translate.MatchMultiport: 6,
 	translate.MatchIPRange: 7, translate.MatchMark: 8, translate.MatchPktType: 9,
 	translate.MatchLength: 10, translate.MatchTTL: 11, translate.MatchTOS: 12,
-	translate.MatchECN: 13,
+	translate.MatchECN: 13, translate.MatchAddrType: 14, translate.MatchOwner: 15, translate.MatchMAC: 16,
 }
 
 func metaOf(p *translate.Plan) classifierXtMeta {
@@ -137,6 +137,16 @@ func encodeMatch(m *translate.Match) classifierXtMatch {
 		out.Arg, out.Inv = [2]uint32{uint32(m.TOS.Mask), uint32(m.TOS.Value)}, b2u(m.TOS.Invert != 0)
 	case translate.MatchECN:
 		out.Arg, out.Inv = [2]uint32{uint32(m.ECN.Operation), uint32(m.ECN.IPECT)}, m.ECN.Invert
+	case translate.MatchAddrType:
+		a := &m.AddrType
+		out.Arg, out.Option = [2]uint32{uint32(a.Src), uint32(a.Dst)}, a.Limit
+		out.Inv = b2u(a.InvSrc) | b2u(a.InvDst)<<1
+	case translate.MatchMAC:
+		// The program compares the address bytes as they lie in memory.
+		var b [8]byte
+		copy(b[:], m.MAC.Addr[:])
+		out.Arg = [2]uint32{binary.NativeEndian.Uint32(b[:4]), binary.NativeEndian.Uint32(b[4:])}
+		out.Inv = m.MAC.Mode
 	}
 	return out
 }
@@ -172,6 +182,10 @@ func encodeExt(m *translate.Match) (classifierXtExt, bool) {
 			}
 		}
 		x.Flags = r.Flags
+	case translate.MatchOwner:
+		o := &m.Owner
+		x.Addr[0] = [4]uint32{o.UIDMin, o.UIDMax, o.GIDMin, o.GIDMax}
+		x.Flags, x.Invert = o.Match, o.Invert
 	default:
 		return x, false
 	}

@@ -87,6 +87,9 @@ const (
 	MatchTTL // ttl (IPv4) and hl (IPv6)
 	MatchTOS // tos and dscp, as a masked compare of the TOS/traffic class byte
 	MatchECN
+	MatchAddrType
+	MatchOwner
+	MatchMAC
 )
 
 // Match is one match extension with its decoded payload.
@@ -104,9 +107,41 @@ type Match struct {
 	Length    xtables.LengthInfo    // MatchLength
 	TTL       xtables.TTLInfo       // MatchTTL
 	// MatchTOS: (byte & Mask) == Value, inverted by Invert.
-	TOS xtables.TOSInfo
-	ECN xtables.ECNInfo // MatchECN
+	TOS      xtables.TOSInfo
+	ECN      xtables.ECNInfo   // MatchECN
+	AddrType AddrTypeMatch     // MatchAddrType
+	Owner    xtables.OwnerInfo // MatchOwner
+	MAC      MACMatch          // MatchMAC
 }
+
+// AddrTypeMatch is addrtype of either revision: the types each address
+// must have (0: the address is not looked at), and which device, if any,
+// limits the lookup.
+type AddrTypeMatch struct {
+	Src, Dst       uint16
+	InvSrc, InvDst bool
+	Limit          uint8 // AddrTypeLimitIn, AddrTypeLimitOut or 0
+}
+
+// Devices limiting an addrtype lookup.
+const (
+	AddrTypeLimitIn  = 1
+	AddrTypeLimitOut = 2
+)
+
+// MACMatch is mac_mt's comparison of the Ethernet source address, whose
+// "ret ^= invert" on an int leaves three outcomes.
+type MACMatch struct {
+	Addr [6]byte
+	Mode uint8 // MACEqual, MACDiffers, or MACAlways (invert has other bits)
+}
+
+// MAC match modes.
+const (
+	MACEqual = iota
+	MACDiffers
+	MACAlways
+)
 
 // NeedsConntrack says whether the match reads the packet's conntrack entry.
 func (m *Match) NeedsConntrack() bool {

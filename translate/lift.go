@@ -195,7 +195,8 @@ func verdictName(v int32) string {
 }
 
 func liftMatch(f xtables.Family, m *xtables.Match) (Match, error) {
-	rev := map[string]uint8{"conntrack": m.Revision, "multiport": 1, "iprange": 1, "mark": 1, "tos": 1}[m.Name]
+	rev := map[string]uint8{"conntrack": m.Revision, "multiport": 1, "iprange": 1, "mark": 1, "tos": 1,
+		"addrtype": m.Revision, "owner": 1}[m.Name]
 	if m.Revision != rev {
 		return Match{}, fmt.Errorf("revision %d not translated", m.Revision)
 	}
@@ -251,8 +252,59 @@ func liftMatch(f xtables.Family, m *xtables.Match) (Match, error) {
 	case m.Name == "comment":
 		// comment always matches; the lifter drops it.
 		return Match{}, nil
+	case m.Name == "addrtype":
+		return liftAddrType(f, m.Info)
+	case m.Name == "owner":
+		info, ok := infoOf[xtables.OwnerInfo](m.Info)
+		return Match{Kind: MatchOwner, Owner: info}, okOrUndecoded(ok)
+	case m.Name == "mac":
+		info, ok := infoOf[xtables.MACInfo](m.Info)
+		return liftMAC(info), okOrUndecoded(ok)
 	}
 	return Match{}, fmt.Errorf("not translated")
+}
+
+// addrTypeRouted are the IPv6 types match_type6 answers with a route
+// lookup.
+const addrTypeRouted = xtables.AddrTypeLocal | xtables.AddrTypeAnycast | xtables.AddrTypeUnreachable
+
+// liftAddrType folds both revisions into one form. Revision 0 inverts
+// with "match ^ invert_source" on a u32 that is then and-ed into a bool,
+// so only its lowest bit counts.
+func liftAddrType(f xtables.Family, info any) (Match, error) {
+	var a AddrTypeMatch
+	switch v := info.(type) {
+	case *xtables.AddrTypeInfoV0:
+		a = AddrTypeMatch{Src: v.Source, Dst: v.Dest, InvSrc: v.InvertSource&1 != 0, InvDst: v.InvertDest&1 != 0}
+	case *xtables.AddrTypeInfo:
+		a = AddrTypeMatch{Src: v.Source, Dst: v.Dest,
+			InvSrc: v.Flags&xtables.AddrTypeInvSource != 0, InvDst: v.Flags&xtables.AddrTypeInvDest != 0}
+		if v.Flags&xtables.AddrTypeLimitIn != 0 {
+			a.Limit = AddrTypeLimitIn
+		} else if v.Flags&xtables.AddrTypeLimitOut != 0 {
+			a.Limit = AddrTypeLimitOut
+		}
+	default:
+		return Match{}, okOrUndecoded(false)
+	}
+	if f == xtables.IPv6 && (a.Src|a.Dst)&addrTypeRouted != 0 {
+		return Match{}, fmt.Errorf("IPv6 LOCAL, ANYCAST and UNREACHABLE are answered by ip6_route_output, " +
+			"whose choice (policy rules, neighbour reachability, cached routes) BPF cannot reproduce")
+	}
+	return Match{Kind: MatchAddrType, AddrType: a}, nil
+}
+
+func liftMAC(info xtables.MACInfo) Match {
+	m := MACMatch{Addr: info.Src}
+	switch info.Invert {
+	case 0:
+		m.Mode = MACEqual
+	case 1:
+		m.Mode = MACDiffers
+	default:
+		m.Mode = MACAlways
+	}
+	return Match{Kind: MatchMAC, MAC: m}
 }
 
 // stateBits maps xt_state's state mask onto xt_conntrack's bits, which

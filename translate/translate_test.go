@@ -105,3 +105,39 @@ func TestPassthrough(t *testing.T) {
 		t.Errorf("%+v", p)
 	}
 }
+
+// TestLiftAddrType checks the forms addrtype is lifted to: revision 0's
+// inversions count by their lowest bit (the kernel and-s "match ^ invert"
+// into a bool), and IPv6 types answered by a route lookup stay with the
+// kernel.
+func TestLiftAddrType(t *testing.T) {
+	m, err := liftMatch(xtables.IPv4, &xtables.Match{Name: "addrtype", Info: &xtables.AddrTypeInfoV0{Source: 4, Dest: 8, InvertSource: 2, InvertDest: 3}})
+	if err != nil || m.AddrType != (AddrTypeMatch{Src: 4, Dst: 8, InvSrc: false, InvDst: true}) {
+		t.Errorf("revision 0: %+v, %v", m.AddrType, err)
+	}
+	m, err = liftMatch(xtables.IPv4, &xtables.Match{Name: "addrtype", Revision: 1,
+		Info: &xtables.AddrTypeInfo{Source: 2, Flags: xtables.AddrTypeInvSource | xtables.AddrTypeLimitOut}})
+	if err != nil || m.AddrType != (AddrTypeMatch{Src: 2, InvSrc: true, Limit: AddrTypeLimitOut}) {
+		t.Errorf("revision 1: %+v, %v", m.AddrType, err)
+	}
+	if _, err := liftMatch(xtables.IPv6, &xtables.Match{Name: "addrtype", Revision: 1,
+		Info: &xtables.AddrTypeInfo{Dest: xtables.AddrTypeMulticast | xtables.AddrTypeUnspec}}); err != nil {
+		t.Errorf("IPv6 multicast: %v", err)
+	}
+	for _, typ := range []uint16{xtables.AddrTypeLocal, xtables.AddrTypeAnycast, xtables.AddrTypeUnreachable} {
+		if _, err := liftMatch(xtables.IPv6, &xtables.Match{Name: "addrtype", Revision: 1,
+			Info: &xtables.AddrTypeInfo{Source: typ}}); err == nil {
+			t.Errorf("IPv6 type %#x translated", typ)
+		}
+	}
+}
+
+// TestLiftMAC checks mac_mt's three outcomes of "ret ^= invert".
+func TestLiftMAC(t *testing.T) {
+	for invert, want := range map[int32]uint8{0: MACEqual, 1: MACDiffers, 2: MACAlways, -1: MACAlways} {
+		m, err := liftMatch(xtables.IPv4, &xtables.Match{Name: "mac", Info: &xtables.MACInfo{Invert: invert}})
+		if err != nil || m.MAC.Mode != want {
+			t.Errorf("invert %d: mode %d (%v), want %d", invert, m.MAC.Mode, err, want)
+		}
+	}
+}

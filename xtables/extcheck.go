@@ -4,9 +4,9 @@ import "golang.org/x/sys/unix"
 
 // checkExtensions is find_check_entry for one entry: its matches in order,
 // then its target, as xt_check_match and xt_check_target judge them.
-func checkExtensions(f Family, e *Entry) error {
+func checkExtensions(f Family, e *Entry, ns *UserNS) error {
 	for i := range e.Matches {
-		if err := checkMatch(f, e, &e.Matches[i]); err != nil {
+		if err := checkMatch(f, e, &e.Matches[i], ns); err != nil {
 			return errorf(Errno(err), "match %d (%q): %v", i, e.Matches[i].Name, unwrapMsg(err))
 		}
 	}
@@ -23,7 +23,7 @@ func checkName(name string) error {
 	return nil
 }
 
-func checkMatch(f Family, e *Entry, m *Match) error {
+func checkMatch(f Family, e *Entry, m *Match, ns *UserNS) error {
 	if err := checkName(m.Name); err != nil {
 		return err
 	}
@@ -47,7 +47,13 @@ func checkMatch(f Family, e *Entry, m *Match) error {
 	if x.proto != 0 && (x.proto != e.IP.Proto || e.IP.InvFlags&InvProto != 0) {
 		return errorf(unix.EINVAL, "only valid for protocol %d", x.proto)
 	}
-	return x.check(decodeInfo(x, payload), e)
+	info := decodeInfo(x, payload)
+	if x.checkNS != nil {
+		if err := x.checkNS(info, ns); err != nil {
+			return err
+		}
+	}
+	return x.check(info, e)
 }
 
 func checkTarget(t *Target) error {

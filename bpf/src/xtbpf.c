@@ -168,6 +168,8 @@ struct pkt {
 	__u8 pkttype;	/* skb->pkt_type */
 	__u32 mark;
 	struct ct ct;
+	__u64 skb;	/* struct sk_buff *, for the matches that read the kernel's state */
+	__u64 state;	/* struct nf_hook_state * */
 };
 
 struct walk {
@@ -189,8 +191,6 @@ struct walk {
 	__u32 start;	/* scratch for the header walks */
 	__u8 nexthdr;
 	__u8 done;
-	__u8 optbuf[64];
-	__u32 optlen;
 };
 
 static __always_inline int ext_hdr(__u8 nh)
@@ -256,47 +256,58 @@ bad:
 	return 1;
 }
 
-static long tcp_opt_step(__u64 i, struct walk *w)
+/* The option bytes, walked outside struct walk so that its buffer is not
+ * on the stack of every match. */
+struct optwalk {
+	struct walk *w;
+	__u8 buf[64];
+	__u32 at;
+	__u32 len;
+};
+
+/* One step of tcp_find_option's walk: kinds 0 and 1 take a byte, others
+ * their length byte, 0 counting as 1. */
+static long tcp_opt_step(__u64 i, struct optwalk *o)
 {
-	__u32 at = w->start;
+	__u32 at = o->at;
 	__u8 kind, len;
 
-	if (at >= w->optlen || at >= 40)
+	if (at >= o->len || at >= 40)
 		return 1;
-	kind = w->optbuf[at & 63];
-	w->p.opts[kind >> 6] |= 1ULL << (kind & 63);
+	kind = o->buf[at & 63];
+	o->w->p.opts[kind >> 6] |= 1ULL << (kind & 63);
 	if (kind < 2) {
-		w->start = at + 1;
+		o->at = at + 1;
 		return 0;
 	}
 	/* The kernel reads the length byte even past the options; any
 	 * value then ends the walk, so the zeroed buffer stands in. */
-	len = w->optbuf[(at + 1) & 63];
-	w->start = at + (len ? len : 1);
+	len = o->buf[(at + 1) & 63];
+	o->at = at + (len ? len : 1);
 	return 0;
 }
 
-static __always_inline void parse_tcp_options(struct walk *w)
+static __noinline void parse_tcp_options(struct walk *w)
 {
+	struct optwalk o = {.w = w};
 	__u32 optlen;
 
-	if (w->p.doff < 5)
+	if (!w || w->p.doff < 5)
 		return;
 	optlen = (__u32)w->p.doff * 4 - 20;
 	if (optlen > 40)
 		return;
-	w->optlen = optlen;
+	o.len = optlen;
 	/* Re-bound through a register the verifier tracks (optlen <= 40). */
 	optlen &= 63;
-	if (optlen > 40 || bpf_dynptr_read(w->optbuf, optlen, &w->ptr, w->p.thoff + 20, 0)) {
+	if (optlen > 40 || bpf_dynptr_read(o.buf, optlen, &w->ptr, w->p.thoff + 20, 0)) {
 		w->p.opts_bad = 1;
 		return;
 	}
-	w->start = 0;
-	bpf_loop(40, tcp_opt_step, w, 0);
+	bpf_loop(40, tcp_opt_step, &o, 0);
 }
 
-static __always_inline void parse_l4(struct walk *w, int tcpopt)
+static __noinline void parse_l4(struct walk *w, int tcpopt)
 {
 	__u8 buf[20];
 	__u8 *h;
@@ -328,7 +339,7 @@ static __always_inline void parse_l4(struct walk *w, int tcpopt)
 	}
 }
 
-static __always_inline int parse_v4(struct walk *w)
+static __noinline int parse_v4(struct walk *w)
 {
 	__u8 buf[20];
 	__u8 *ip = bpf_dynptr_slice(&w->ptr, 0, buf, 20);
@@ -346,7 +357,7 @@ static __always_inline int parse_v4(struct walk *w)
 	return 0;
 }
 
-static __always_inline int parse_v6(struct walk *w)
+static __noinline int parse_v6(struct walk *w)
 {
 	__u8 buf[40];
 	__u8 *ip = bpf_dynptr_slice(&w->ptr, 0, buf, 40);
@@ -658,6 +669,8 @@ static __always_inline int ecn_match(const struct xt_match *m, const struct pkt 
 	return 1;
 }
 
+#include "hostmatch.h"
+
 /* The matches beyond tcp, udp and icmp, as a global function: the
  * verifier checks it once on its own rather than at every match slot of
  * every path, and rules of the older kinds do not pay for the call. x is
@@ -697,7 +710,8 @@ __noinline int more_match(const struct xt_match *m, const struct pkt *p, const s
 
 static __always_inline int has_ext(__u8 kind)
 {
-	return kind == MATCH_CONNTRACK || kind == MATCH_MULTIPORT || kind == MATCH_IPRANGE;
+	return kind == MATCH_CONNTRACK || kind == MATCH_MULTIPORT || kind == MATCH_IPRANGE ||
+	       kind == MATCH_OWNER;
 }
 
 static __always_inline int ext_match(const struct xt_match *m, const struct pkt *p, void *exts)
@@ -717,6 +731,8 @@ static __always_inline int ext_match(const struct xt_match *m, const struct pkt 
 		key = m->ext;
 		x = bpf_map_lookup_elem(exts, &key);
 	}
+	if (m->kind >= MATCH_ADDRTYPE)
+		return host_match(m, p, x);
 	return more_match(m, p, x);
 }
 
@@ -878,6 +894,8 @@ static __always_inline int setup(struct walk *w, struct bpf_nf_ctx *ctx, __u32 g
 	w->slot = -1;
 	w->verdict = NF_DROP;
 	w->p.len = ctx->skb->len;
+	w->p.skb = (__u64)ctx->skb;
+	w->p.state = (__u64)ctx->state;
 	read_name(w->p.in, ctx->state->in);
 	read_name(w->p.out, ctx->state->out);
 	return bpf_dynptr_from_skb((struct __sk_buff *)ctx->skb, 0, &w->ptr);

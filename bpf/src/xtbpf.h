@@ -19,7 +19,18 @@ enum match_kind {
 	MATCH_TTL = 11,	/* ttl and hl */
 	MATCH_TOS = 12,	/* tos and dscp */
 	MATCH_ECN = 13,
+	MATCH_ADDRTYPE = 14,
+	MATCH_OWNER = 15,
+	MATCH_MAC = 16,
 };
+
+/* addrtype: xt_match.option names the device limiting the lookup */
+#define ADDRTYPE_LIMIT_IN 1
+#define ADDRTYPE_LIMIT_OUT 2
+/* addrtype type bits, 1 << RTN_* */
+#define ADDRTYPE_UNSPEC 0x0001
+#define ADDRTYPE_UNICAST 0x0002
+#define ADDRTYPE_MULTICAST 0x0020
 
 enum verdict_kind {
 	V_ACCEPT = 1,
@@ -62,9 +73,11 @@ struct xt_match {
 	__u16 spts[2];	/* tcp, udp; length: min, max */
 	__u16 dpts[2];
 	/* state: xt_conntrack state bits; mark: mark, mask; pkttype: type;
-	 * ttl: mode, value; tos: mask, value; ecn: operation, ip_ect, tcp ect */
+	 * ttl: mode, value; tos: mask, value; ecn: operation, ip_ect, tcp ect;
+	 * addrtype: source types, destination types (inv: bit 0 inverts the
+	 * source, bit 1 the destination); mac: the address's 6 bytes */
 	__u32 arg[2];
-	__u32 ext;	/* conntrack, multiport, iprange: index of the xt_ext record */
+	__u32 ext;	/* conntrack, multiport, iprange, owner: index of the xt_ext record */
 	__u32 pad;
 };
 
@@ -72,7 +85,9 @@ struct xt_match {
 struct xt_ext {
 	/* conntrack: orig src, its mask, orig dst, mask, repl src, mask, repl
 	 * dst, mask (packet byte order); iprange: src min, max, dst min, max
-	 * (host-order words, compared word by word as iprange_ipv6_lt does) */
+	 * (host-order words, compared word by word as iprange_ipv6_lt does);
+	 * owner: addr[0] is uid min, max, gid min, max, flags the match bits,
+	 * invert the invert bits */
 	__u32 addr[8][4];
 	__u32 expires[2];
 	/* multiport: its port ranges, as ports_match_v1 walks them, empty

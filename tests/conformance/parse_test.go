@@ -97,7 +97,8 @@ func TestTranslatable(t *testing.T) {
 		"-p tcp -m tcp --dport 22 -m comment --comment \"a b\"": true,
 		"-j LOG --log-prefix \"x\"":                             false,
 		"-m limit --limit 1/s":                                  false,
-		"-m owner --uid-owner 0":                                false,
+		"-m owner --uid-owner 0":                                true,
+		"-m set --match-set x src":                              false,
 	} {
 		if got := translatable(rule); got != want {
 			t.Errorf("translatable(%q) = %v, want %v", rule, got, want)

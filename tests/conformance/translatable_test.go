@@ -5,7 +5,9 @@ import (
 	"strings"
 )
 
-// The rule features issues 2 and 3 translate into BPF. An OK filter line that uses
+// The rule features issues 2 and 3 translate into BPF. (IPv6 addrtype with
+// LOCAL, ANYCAST or UNREACHABLE runs in the kernel, but the addrtype tests
+// run with iptables only.) An OK filter line that uses
 // nothing else must run in BPF, not fall back to the kernel.
 var (
 	bpfValueOpts = []string{"-s", "--source", "--src", "-d", "--destination", "--dst",
@@ -18,10 +20,12 @@ var (
 		"--sports", "--dports", "--ports", "--source-ports", "--destination-ports",
 		"--comment", "--src-range", "--dst-range", "--mark", "--pkt-type", "--length",
 		"--ttl-eq", "--ttl-lt", "--ttl-gt", "--hl-eq", "--hl-lt", "--hl-gt",
-		"--tos", "--dscp", "--dscp-class", "--ecn-ip-ect"}
-	bpfFlagOpts = []string{"!", "-f", "--fragment", "--syn", "--ecn-tcp-cwr", "--ecn-tcp-ece"}
-	bpfMatches  = []string{"tcp", "udp", "icmp", "icmp6", "state", "conntrack", "multiport", "comment",
-		"iprange", "mark", "pkttype", "length", "ttl", "hl", "tos", "dscp", "ecn"}
+		"--tos", "--dscp", "--dscp-class", "--ecn-ip-ect",
+		"--src-type", "--dst-type", "--uid-owner", "--gid-owner", "--mac-source"}
+	bpfFlagOpts = []string{"!", "-f", "--fragment", "--syn", "--ecn-tcp-cwr", "--ecn-tcp-ece",
+		"--limit-iface-in", "--limit-iface-out", "--socket-exists", "--suppl-groups"}
+	bpfMatches = []string{"tcp", "udp", "icmp", "icmp6", "state", "conntrack", "multiport", "comment",
+		"iprange", "mark", "pkttype", "length", "ttl", "hl", "tos", "dscp", "ecn", "addrtype", "owner", "mac"}
 	bpfTargets = []string{"ACCEPT", "DROP", "RETURN"}
 )
 

@@ -61,6 +61,14 @@ func (w *walk) moreMatch(m *xtables.Match, x *matchCtx) (ok, known bool) {
 		return (w.tos()>>2 == info.DSCP) != (info.Invert != 0), true
 	case *xtables.ECNInfo:
 		return w.ecn(info, x), true
+	case *xtables.AddrTypeInfoV0:
+		return w.addrType(info.Source, info.Dest, info.InvertSource&1|info.InvertDest&1<<1, ""), true
+	case *xtables.AddrTypeInfo:
+		return w.addrTypeV1(info), true
+	case *xtables.OwnerInfo:
+		return w.owner(info), true
+	case *xtables.MACInfo:
+		return w.mac(info), true
 	}
 	return false, false
 }
