@@ -15,7 +15,8 @@ import (
 
 type classifierXtExt struct {
 	_           structs.HostLayout
-	Addr        [8][4]uint32
+	Addr        [16][4]uint32
+	Val         [4]uint32
 	Expires     [2]uint32
 	Lo          [16]uint16
 	Hi          [16]uint16

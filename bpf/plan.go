@@ -32,6 +32,8 @@ var matchKinds = map[translate.MatchKind]uint8{
 	translate.MatchIPRange: 7, translate.MatchMark: 8, translate.MatchPktType: 9,
 	translate.MatchLength: 10, translate.MatchTTL: 11, translate.MatchTOS: 12,
 	translate.MatchECN: 13, translate.MatchAddrType: 14, translate.MatchOwner: 15, translate.MatchMAC: 16,
+	translate.MatchRt: 17, translate.MatchFrag: 18, translate.MatchOpts: 19, translate.MatchIPv6Header: 22,
+	translate.MatchAH6: 23, translate.MatchSPI: 24, translate.MatchTCPMSS: 25,
 }
 
 func metaOf(p *translate.Plan) classifierXtMeta {
@@ -147,6 +149,20 @@ func encodeMatch(m *translate.Match) classifierXtMatch {
 		copy(b[:], m.MAC.Addr[:])
 		out.Arg = [2]uint32{binary.NativeEndian.Uint32(b[:4]), binary.NativeEndian.Uint32(b[4:])}
 		out.Inv = m.MAC.Mode
+	case translate.MatchFrag:
+		f := &m.Frag
+		out.Arg, out.Option, out.Inv = f.IDs, f.Flags, f.InvFlags
+	case translate.MatchOpts:
+		out.Type = m.Opts.Header
+	case translate.MatchIPv6Header:
+		h := &m.IPv6Hdr
+		out.Arg, out.Option = [2]uint32{uint32(h.MatchFlags), uint32(h.InvFlags)}, h.ModeFlag
+	case translate.MatchSPI:
+		s := &m.SPI
+		out.Arg, out.Inv, out.Option, out.Type = s.SPIs, b2u(s.Inv), s.Size, s.At
+	case translate.MatchTCPMSS:
+		t := &m.TCPMSS
+		out.Spts, out.Inv = [2]uint16{t.MSSMin, t.MSSMax}, t.Invert
 	}
 	return out
 }
@@ -186,6 +202,23 @@ func encodeExt(m *translate.Match) (classifierXtExt, bool) {
 		o := &m.Owner
 		x.Addr[0] = [4]uint32{o.UIDMin, o.UIDMax, o.GIDMin, o.GIDMax}
 		x.Flags, x.Invert = o.Match, o.Invert
+	case translate.MatchRt:
+		r := &m.Rt
+		for i := range r.Addrs {
+			words32(&x.Addr[i], &r.Addrs[i])
+		}
+		x.Val[0], x.Val[1] = r.RtType, r.HdrLen
+		x.Expires = r.SegsLeft
+		x.Flags, x.Invert, x.Count = r.Flags, r.InvFlags, r.AddrNr
+	case translate.MatchOpts:
+		o := &m.Opts.Info
+		copy(x.Lo[:], o.Opts[:])
+		x.Val[0] = o.HdrLen
+		x.Flags, x.Invert, x.Count = o.Flags, o.InvFlags, o.OptsNr
+	case translate.MatchAH6:
+		a := &m.AH6
+		x.Val[0], x.Val[1], x.Val[2] = a.SPIs[0], a.SPIs[1], a.HdrLen
+		x.Flags, x.Invert = a.HdrRes, a.InvFlags
 	default:
 		return x, false
 	}

@@ -90,6 +90,13 @@ const (
 	MatchAddrType
 	MatchOwner
 	MatchMAC
+	MatchRt
+	MatchFrag
+	MatchOpts // hbh and dst
+	MatchIPv6Header
+	MatchAH6
+	MatchSPI // ah (IPv4) and esp
+	MatchTCPMSS
 )
 
 // Match is one match extension with its decoded payload.
@@ -112,6 +119,28 @@ type Match struct {
 	AddrType AddrTypeMatch     // MatchAddrType
 	Owner    xtables.OwnerInfo // MatchOwner
 	MAC      MACMatch          // MatchMAC
+	Rt       xtables.RtInfo    // MatchRt
+	Frag     xtables.FragInfo  // MatchFrag
+	Opts     OptsMatch         // MatchOpts
+	IPv6Hdr  xtables.IPv6HeaderInfo
+	AH6      xtables.AH6Info    // MatchAH6
+	SPI      SPIMatch           // MatchSPI
+	TCPMSS   xtables.TCPMSSInfo // MatchTCPMSS
+}
+
+// OptsMatch is hbh or dst: the same options match on the hop-by-hop or
+// the destination options header.
+type OptsMatch struct {
+	Info   xtables.OptsInfo
+	Header uint8 // the IPv6 next-header value of the header
+}
+
+// SPIMatch is ah (IPv4) or esp: a range of the SPI found At bytes into a
+// header of Size bytes at the transport offset.
+type SPIMatch struct {
+	SPIs     [2]uint32
+	Inv      bool
+	Size, At uint8
 }
 
 // AddrTypeMatch is addrtype of either revision: the types each address

@@ -261,6 +261,50 @@ func liftMatch(f xtables.Family, m *xtables.Match) (Match, error) {
 		info, ok := infoOf[xtables.MACInfo](m.Info)
 		return liftMAC(info), okOrUndecoded(ok)
 	}
+	return liftHdr(f, m)
+}
+
+// IPv6 next-header values of the options headers.
+const (
+	nextHdrHop  = 0
+	nextHdrDest = 60
+)
+
+// liftHdr lifts the matches on protocol headers.
+func liftHdr(f xtables.Family, m *xtables.Match) (Match, error) {
+	v6 := f == xtables.IPv6
+	switch {
+	case m.Name == "rt" && v6:
+		info, ok := infoOf[xtables.RtInfo](m.Info)
+		return Match{Kind: MatchRt, Rt: info}, okOrUndecoded(ok)
+	case m.Name == "frag" && v6:
+		info, ok := infoOf[xtables.FragInfo](m.Info)
+		return Match{Kind: MatchFrag, Frag: info}, okOrUndecoded(ok)
+	case (m.Name == "hbh" || m.Name == "dst") && v6:
+		info, ok := infoOf[xtables.OptsInfo](m.Info)
+		hdr := uint8(nextHdrHop)
+		if m.Name == "dst" {
+			hdr = nextHdrDest
+		}
+		return Match{Kind: MatchOpts, Opts: OptsMatch{Info: info, Header: hdr}}, okOrUndecoded(ok)
+	case m.Name == "ipv6header" && v6:
+		info, ok := infoOf[xtables.IPv6HeaderInfo](m.Info)
+		return Match{Kind: MatchIPv6Header, IPv6Hdr: info}, okOrUndecoded(ok)
+	case m.Name == "ah" && v6:
+		info, ok := infoOf[xtables.AH6Info](m.Info)
+		return Match{Kind: MatchAH6, AH6: info}, okOrUndecoded(ok)
+	case m.Name == "ah":
+		// struct ip_auth_hdr is 12 bytes, the SPI at 4.
+		info, ok := infoOf[xtables.AHInfo](m.Info)
+		return Match{Kind: MatchSPI, SPI: SPIMatch{SPIs: info.SPIs, Inv: info.InvFlags&xtables.SPIInv != 0, Size: 12, At: 4}}, okOrUndecoded(ok)
+	case m.Name == "esp":
+		// struct ip_esp_hdr is 8 bytes, the SPI first.
+		info, ok := infoOf[xtables.ESPInfo](m.Info)
+		return Match{Kind: MatchSPI, SPI: SPIMatch{SPIs: info.SPIs, Inv: info.InvFlags&xtables.SPIInv != 0, Size: 8}}, okOrUndecoded(ok)
+	case m.Name == "tcpmss":
+		info, ok := infoOf[xtables.TCPMSSInfo](m.Info)
+		return Match{Kind: MatchTCPMSS, TCPMSS: info}, okOrUndecoded(ok)
+	}
 	return Match{}, fmt.Errorf("not translated")
 }
 

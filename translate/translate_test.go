@@ -141,3 +141,28 @@ func TestLiftMAC(t *testing.T) {
 		}
 	}
 }
+
+// TestLiftHdr checks the forms the header matches are lifted to: ah is
+// an SPI at 4 of a 12-byte header for IPv4 but the extension header match
+// for IPv6, esp an SPI at 0 of 8 bytes, hbh and dst the same options match
+// on their header.
+func TestLiftHdr(t *testing.T) {
+	ah4, err := liftMatch(xtables.IPv4, &xtables.Match{Name: "ah", Info: &xtables.AHInfo{SPIs: [2]uint32{1, 2}, InvFlags: 1}})
+	if err != nil || ah4.Kind != MatchSPI || ah4.SPI != (SPIMatch{SPIs: [2]uint32{1, 2}, Inv: true, Size: 12, At: 4}) {
+		t.Errorf("IPv4 ah: %+v %v", ah4, err)
+	}
+	ah6, err := liftMatch(xtables.IPv6, &xtables.Match{Name: "ah", Info: &xtables.AH6Info{SPIs: [2]uint32{1, 2}}})
+	if err != nil || ah6.Kind != MatchAH6 {
+		t.Errorf("IPv6 ah: %+v %v", ah6, err)
+	}
+	esp, err := liftMatch(xtables.IPv6, &xtables.Match{Name: "esp", Info: &xtables.ESPInfo{SPIs: [2]uint32{1, 2}}})
+	if err != nil || esp.SPI != (SPIMatch{SPIs: [2]uint32{1, 2}, Size: 8}) {
+		t.Errorf("esp: %+v %v", esp, err)
+	}
+	for name, hdr := range map[string]uint8{"hbh": 0, "dst": 60} {
+		m, err := liftMatch(xtables.IPv6, &xtables.Match{Name: name, Info: &xtables.OptsInfo{}})
+		if err != nil || m.Kind != MatchOpts || m.Opts.Header != hdr {
+			t.Errorf("%s: %+v %v", name, m, err)
+		}
+	}
+}

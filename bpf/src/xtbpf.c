@@ -191,7 +191,20 @@ struct walk {
 	__u32 start;	/* scratch for the header walks */
 	__u8 nexthdr;
 	__u8 done;
+	/* For the matches that read the packet themselves. Outside struct
+	 * pkt: passing that to a global function as memory would clobber a
+	 * pointer kept in it. */
+	struct bpf_nf_ctx *ctx;
 };
+
+/* The context of the walk whose packet p is: a packet is always parsed
+ * into its walk. */
+static __always_inline struct bpf_nf_ctx *ctx_of(const struct pkt *p)
+{
+	const struct walk *w = (const void *)((const char *)p - __builtin_offsetof(struct walk, p));
+
+	return w->ctx;
+}
 
 static __always_inline int ext_hdr(__u8 nh)
 {
@@ -670,6 +683,7 @@ static __always_inline int ecn_match(const struct xt_match *m, const struct pkt 
 }
 
 #include "hostmatch.h"
+#include "hdrmatch.h"
 
 /* The matches beyond tcp, udp and icmp, as a global function: the
  * verifier checks it once on its own rather than at every match slot of
@@ -708,10 +722,34 @@ __noinline int more_match(const struct xt_match *m, const struct pkt *p, const s
 	return -1;
 }
 
+/* Every match beyond tcp, udp and icmp, behind one call: a single call
+ * site per match slot keeps the verifier's walk of the rule loop small. */
+__noinline int any_match(const struct xt_match *m, const struct pkt *p, const struct xt_ext *x,
+			 struct bpf_nf_ctx *ctx)
+{
+	if (!m)
+		return -1;
+	switch (m->kind) {
+	case MATCH_ADDRTYPE:
+	case MATCH_OWNER:
+	case MATCH_MAC:
+		return host_match(m, p, x);
+	case MATCH_RT:
+	case MATCH_FRAG:
+	case MATCH_OPTS:
+	case MATCH_IPV6HEADER:
+	case MATCH_AH6:
+	case MATCH_SPI:
+	case MATCH_TCPMSS:
+		return hdr_match(m, p, x, ctx);
+	}
+	return more_match(m, p, x);
+}
+
 static __always_inline int has_ext(__u8 kind)
 {
 	return kind == MATCH_CONNTRACK || kind == MATCH_MULTIPORT || kind == MATCH_IPRANGE ||
-	       kind == MATCH_OWNER;
+	       kind == MATCH_OWNER || kind == MATCH_RT || kind == MATCH_OPTS || kind == MATCH_AH6;
 }
 
 static __always_inline int ext_match(const struct xt_match *m, const struct pkt *p, void *exts)
@@ -731,9 +769,7 @@ static __always_inline int ext_match(const struct xt_match *m, const struct pkt 
 		key = m->ext;
 		x = bpf_map_lookup_elem(exts, &key);
 	}
-	if (m->kind >= MATCH_ADDRTYPE)
-		return host_match(m, p, x);
-	return more_match(m, p, x);
+	return any_match(m, p, x, ctx_of(p));
 }
 
 static __always_inline int rule_match(const struct xt_rule *r, const struct pkt *p, void *exts)
@@ -896,6 +932,7 @@ static __always_inline int setup(struct walk *w, struct bpf_nf_ctx *ctx, __u32 g
 	w->p.len = ctx->skb->len;
 	w->p.skb = (__u64)ctx->skb;
 	w->p.state = (__u64)ctx->state;
+	w->ctx = ctx;
 	read_name(w->p.in, ctx->state->in);
 	read_name(w->p.out, ctx->state->out);
 	return bpf_dynptr_from_skb((struct __sk_buff *)ctx->skb, 0, &w->ptr);

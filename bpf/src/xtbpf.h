@@ -22,6 +22,14 @@ enum match_kind {
 	MATCH_ADDRTYPE = 14,
 	MATCH_OWNER = 15,
 	MATCH_MAC = 16,
+	MATCH_RT = 17,
+	MATCH_FRAG = 18,
+	MATCH_OPTS = 19,	/* hbh and dst */
+	/* 20 and 21 are limit and hashlimit's */
+	MATCH_IPV6HEADER = 22,
+	MATCH_AH6 = 23,
+	MATCH_SPI = 24,	/* ah (IPv4) and esp */
+	MATCH_TCPMSS = 25,
 };
 
 /* addrtype: xt_match.option names the device limiting the lookup */
@@ -64,20 +72,23 @@ enum verdict_kind {
 struct xt_match {
 	__u8 kind;
 	__u8 inv;	/* the extension's own invflags */
-	__u8 option;	/* tcp --tcp-option */
+	__u8 option;	/* tcp --tcp-option; addrtype: the limiting device; frag:
+			 * flags; ipv6header: modeflag; ah/esp: header size */
 	__u8 flg_mask;	/* tcp --tcp-flags */
 	__u8 flg_cmp;
-	__u8 type;	/* icmp */
+	__u8 type;	/* icmp; hbh/dst: the header; ah/esp: the SPI's offset */
 	__u8 code_min;
 	__u8 code_max;
-	__u16 spts[2];	/* tcp, udp; length: min, max */
+	__u16 spts[2];	/* tcp, udp; length, tcpmss: min, max */
 	__u16 dpts[2];
 	/* state: xt_conntrack state bits; mark: mark, mask; pkttype: type;
 	 * ttl: mode, value; tos: mask, value; ecn: operation, ip_ect, tcp ect;
 	 * addrtype: source types, destination types (inv: bit 0 inverts the
-	 * source, bit 1 the destination); mac: the address's 6 bytes */
+	 * source, bit 1 the destination); mac: the address's 6 bytes; frag,
+	 * ah, esp: id or SPI range; ipv6header: matchflags, invflags */
 	__u32 arg[2];
-	__u32 ext;	/* conntrack, multiport, iprange, owner: index of the xt_ext record */
+	__u32 ext;	/* conntrack, multiport, iprange, owner, rt, hbh/dst, ah6:
+			 * index of the xt_ext record */
 	__u32 pad;
 };
 
@@ -87,11 +98,14 @@ struct xt_ext {
 	 * dst, mask (packet byte order); iprange: src min, max, dst min, max
 	 * (host-order words, compared word by word as iprange_ipv6_lt does);
 	 * owner: addr[0] is uid min, max, gid min, max, flags the match bits,
-	 * invert the invert bits */
-	__u32 addr[8][4];
-	__u32 expires[2];
+	 * invert the invert bits; rt: the addresses (packet byte order) */
+	__u32 addr[16][4];
+	/* rt: type, length; hbh/dst: length; ah6: SPI min, max, length */
+	__u32 val[4];
+	__u32 expires[2];	/* conntrack; rt: segments left min, max */
 	/* multiport: its port ranges, as ports_match_v1 walks them, empty
-	 * ones left out; conntrack: orig src, orig dst, repl src, repl dst */
+	 * ones left out; conntrack: orig src, orig dst, repl src, repl dst;
+	 * hbh/dst: lo the options, type << 8 | length */
 	__u16 lo[16];
 	__u16 hi[16];
 	__u16 match_flags;
@@ -99,8 +113,8 @@ struct xt_ext {
 	__u16 state_mask;
 	__u16 status_mask;
 	__u16 l4proto;
-	__u8 count;	/* multiport ranges */
-	__u8 flags;	/* multiport flags, iprange flags */
+	__u8 count;	/* multiport ranges; rt addresses; hbh/dst options */
+	__u8 flags;	/* multiport, iprange, owner, rt, hbh/dst flags; ah6 hdrres */
 	__u8 invert;
 	__u8 pad[5];
 };

@@ -21,11 +21,17 @@ var (
 		"--comment", "--src-range", "--dst-range", "--mark", "--pkt-type", "--length",
 		"--ttl-eq", "--ttl-lt", "--ttl-gt", "--hl-eq", "--hl-lt", "--hl-gt",
 		"--tos", "--dscp", "--dscp-class", "--ecn-ip-ect",
-		"--src-type", "--dst-type", "--uid-owner", "--gid-owner", "--mac-source"}
+		"--src-type", "--dst-type", "--uid-owner", "--gid-owner", "--mac-source",
+		"--rt-type", "--rt-segsleft", "--rt-len", "--rt-0-addrs", "--fragid", "--fraglen",
+		"--hbh-len", "--hbh-opts", "--dst-len", "--dst-opts", "--header", "--ahspi", "--ahlen",
+		"--espspi", "--mss"}
 	bpfFlagOpts = []string{"!", "-f", "--fragment", "--syn", "--ecn-tcp-cwr", "--ecn-tcp-ece",
-		"--limit-iface-in", "--limit-iface-out", "--socket-exists", "--suppl-groups"}
+		"--limit-iface-in", "--limit-iface-out", "--socket-exists", "--suppl-groups",
+		"--rt-0-res", "--rt-0-not-strict", "--fragres", "--fragfirst", "--fragmore", "--fraglast",
+		"--soft", "--ahres"}
 	bpfMatches = []string{"tcp", "udp", "icmp", "icmp6", "state", "conntrack", "multiport", "comment",
-		"iprange", "mark", "pkttype", "length", "ttl", "hl", "tos", "dscp", "ecn", "addrtype", "owner", "mac"}
+		"iprange", "mark", "pkttype", "length", "ttl", "hl", "tos", "dscp", "ecn", "addrtype", "owner", "mac",
+		"rt", "frag", "hbh", "dst", "ipv6header", "ah", "esp", "tcpmss"}
 	bpfTargets = []string{"ACCEPT", "DROP", "RETURN"}
 )
 

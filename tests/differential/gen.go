@@ -151,6 +151,9 @@ func (rs *Ruleset) genRule(rng *rand.Rand, ci int) Rule {
 	if rng.Intn(4) == 0 {
 		r.Extra = append(r.Extra, rs.genHost(rng, ci))
 	}
+	if rng.Intn(4) == 0 {
+		r.Extra = append(r.Extra, rs.genHdr(rng, &r))
+	}
 	rs.genTarget(rng, ci, &r)
 	return r
 }

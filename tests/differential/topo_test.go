@@ -252,7 +252,11 @@ func (tp *topo) realize(rng *rand.Rand, p *Packet, hook int) route {
 		safeSrc(rng, p)
 	}
 	if hook != xtables.HookLocalOut && len(p.Ext6) > 0 && p.Ext6[0] == 0 {
-		p.Cut6 = 0 // ipv6_rcv parses hop-by-hop options and drops them truncated
+		// ipv6_rcv parses hop-by-hop options: it drops them truncated,
+		// with a jumbo payload option in a packet that has a length, or
+		// with an option it does not know and may not skip.
+		p.Cut6 = 0
+		p.Hdr.Opts = skippableOpts(p.Hdr.Opts)
 	}
 	switch hook {
 	case xtables.HookLocalIn:

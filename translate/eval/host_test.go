@@ -42,3 +42,36 @@ func TestLookup(t *testing.T) {
 		}
 	}
 }
+
+// TestFindHdrTarget checks ipv6_find_hdr for one target: the first such
+// header, -ENOENT without one (or past a later fragment that is not the
+// target), -EBADMSG for a chain cut short before the target, whose own
+// fixed part must also be present.
+func TestFindHdrTarget(t *testing.T) {
+	ip6 := func(next uint8, ext ...byte) []byte {
+		b := make([]byte, 40, 40+len(ext))
+		b[0], b[6] = 0x60, next
+		return append(b, ext...)
+	}
+	hop := []byte{43, 0, 1, 4, 0, 0, 0, 0}
+	rt := []byte{59, 0, 0, 0, 0, 0, 0, 0}
+	laterFrag := []byte{60, 0, 0, 8, 0, 0, 0, 1}
+	for _, tc := range []struct {
+		name        string
+		b           []byte
+		target      uint8
+		off, errnum int
+	}{
+		{"second header", ip6(0, append(hop, rt...)...), nhRouting, 48, 0},
+		{"absent", ip6(0, append(hop, rt...)...), nhDest, 0, errNoEnt},
+		{"routing header of 3 bytes", ip6(0, append(hop, rt[:3]...)...), nhRouting, 0, errBadMsg},
+		{"truncated before", ip6(0, hop[:1]...), nhRouting, 0, errBadMsg},
+		{"later fragment, sought", ip6(44, laterFrag...), nhFragment, 40, 0},
+		{"later fragment, other target", ip6(44, laterFrag...), nhDest, 0, errNoEnt},
+	} {
+		off, errnum := findHdrTarget(tc.b, tc.target)
+		if off != tc.off || errnum != tc.errnum {
+			t.Errorf("%s: %d %d, want %d %d", tc.name, off, errnum, tc.off, tc.errnum)
+		}
+	}
+}
