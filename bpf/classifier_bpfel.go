@@ -92,7 +92,8 @@ type classifierScratch struct {
 			Reply    uint8
 			_        [5]byte
 		}
-		Optbuf [64]uint8
+		Skb   uint64
+		State uint64
 	}
 	C struct {
 		_      structs.HostLayout
@@ -117,7 +118,8 @@ type classifierXtCtl struct {
 
 type classifierXtExt struct {
 	_           structs.HostLayout
-	Addr        [8][4]uint32
+	Addr        [16][4]uint32
+	Val         [4]uint32
 	Expires     [2]uint32
 	Lo          [16]uint16
 	Hi          [16]uint16

@@ -36,7 +36,10 @@ var matchKinds = map[translate.MatchKind]uint8{
 	translate.MatchState: 4, translate.MatchConntrack: 5, translate.MatchMultiport: 6,
 	translate.MatchIPRange: 7, translate.MatchMark: 8, translate.MatchPktType: 9,
 	translate.MatchLength: 10, translate.MatchTTL: 11, translate.MatchTOS: 12,
-	translate.MatchECN: 13, translate.MatchLimit: 20, translate.MatchHashlimit: 21,
+	translate.MatchECN: 13, translate.MatchAddrType: 14, translate.MatchOwner: 15, translate.MatchMAC: 16,
+	translate.MatchRt: 17, translate.MatchFrag: 18, translate.MatchOpts: 19, translate.MatchIPv6Header: 22,
+	translate.MatchAH6: 23, translate.MatchSPI: 24, translate.MatchTCPMSS: 25,
+	translate.MatchLimit: 20, translate.MatchHashlimit: 21,
 }
 
 func metaOf(p *translate.Plan) classifierXtMeta {
@@ -163,6 +166,30 @@ func encodeMatch(m *translate.Match) classifierXtMatch {
 		out.Arg, out.Inv = [2]uint32{uint32(m.TOS.Mask), uint32(m.TOS.Value)}, b2u(m.TOS.Invert != 0)
 	case translate.MatchECN:
 		out.Arg, out.Inv = [2]uint32{uint32(m.ECN.Operation), uint32(m.ECN.IPECT)}, m.ECN.Invert
+	case translate.MatchAddrType:
+		a := &m.AddrType
+		out.Arg, out.Option = [2]uint32{uint32(a.Src), uint32(a.Dst)}, a.Limit
+		out.Inv = b2u(a.InvSrc) | b2u(a.InvDst)<<1
+	case translate.MatchMAC:
+		// The program compares the address bytes as they lie in memory.
+		var b [8]byte
+		copy(b[:], m.MAC.Addr[:])
+		out.Arg = [2]uint32{binary.NativeEndian.Uint32(b[:4]), binary.NativeEndian.Uint32(b[4:])}
+		out.Inv = m.MAC.Mode
+	case translate.MatchFrag:
+		f := &m.Frag
+		out.Arg, out.Option, out.Inv = f.IDs, f.Flags, f.InvFlags
+	case translate.MatchOpts:
+		out.Type = m.Opts.Header
+	case translate.MatchIPv6Header:
+		h := &m.IPv6Hdr
+		out.Arg, out.Option = [2]uint32{uint32(h.MatchFlags), uint32(h.InvFlags)}, h.ModeFlag
+	case translate.MatchSPI:
+		s := &m.SPI
+		out.Arg, out.Inv, out.Option, out.Type = s.SPIs, b2u(s.Inv), s.Size, s.At
+	case translate.MatchTCPMSS:
+		t := &m.TCPMSS
+		out.Spts, out.Inv = [2]uint16{t.MSSMin, t.MSSMax}, t.Invert
 	}
 	return out
 }
@@ -198,6 +225,27 @@ func encodeExt(m *translate.Match) (classifierXtExt, bool) {
 			}
 		}
 		x.Flags = r.Flags
+	case translate.MatchOwner:
+		o := &m.Owner
+		x.Addr[0] = [4]uint32{o.UIDMin, o.UIDMax, o.GIDMin, o.GIDMax}
+		x.Flags, x.Invert = o.Match, o.Invert
+	case translate.MatchRt:
+		r := &m.Rt
+		for i := range r.Addrs {
+			words32(&x.Addr[i], &r.Addrs[i])
+		}
+		x.Val[0], x.Val[1] = r.RtType, r.HdrLen
+		x.Expires = r.SegsLeft
+		x.Flags, x.Invert, x.Count = r.Flags, r.InvFlags, r.AddrNr
+	case translate.MatchOpts:
+		o := &m.Opts.Info
+		copy(x.Lo[:], o.Opts[:])
+		x.Val[0] = o.HdrLen
+		x.Flags, x.Invert, x.Count = o.Flags, o.InvFlags, o.OptsNr
+	case translate.MatchAH6:
+		a := &m.AH6
+		x.Val[0], x.Val[1], x.Val[2] = a.SPIs[0], a.SPIs[1], a.HdrLen
+		x.Flags, x.Invert = a.HdrRes, a.InvFlags
 	default:
 		return x, false
 	}

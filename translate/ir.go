@@ -89,6 +89,16 @@ const (
 	MatchECN
 	MatchLimit     // limit: a token bucket per rule, started afresh by every replace
 	MatchHashlimit // hashlimit: token buckets per flow in a named table that outlives replaces
+	MatchAddrType
+	MatchOwner
+	MatchMAC
+	MatchRt
+	MatchFrag
+	MatchOpts // hbh and dst
+	MatchIPv6Header
+	MatchAH6
+	MatchSPI // ah (IPv4) and esp
+	MatchTCPMSS
 )
 
 // Match is one match extension with its decoded payload.
@@ -111,7 +121,61 @@ type Match struct {
 
 	Limit     xtables.LimitInfo     // MatchLimit
 	Hashlimit xtables.HashlimitInfo // MatchHashlimit
+	AddrType  AddrTypeMatch         // MatchAddrType
+	Owner     xtables.OwnerInfo     // MatchOwner
+	MAC       MACMatch              // MatchMAC
+	Rt        xtables.RtInfo        // MatchRt
+	Frag      xtables.FragInfo      // MatchFrag
+	Opts      OptsMatch             // MatchOpts
+	IPv6Hdr   xtables.IPv6HeaderInfo
+	AH6       xtables.AH6Info    // MatchAH6
+	SPI       SPIMatch           // MatchSPI
+	TCPMSS    xtables.TCPMSSInfo // MatchTCPMSS
 }
+
+// OptsMatch is hbh or dst: the same options match on the hop-by-hop or
+// the destination options header.
+type OptsMatch struct {
+	Info   xtables.OptsInfo
+	Header uint8 // the IPv6 next-header value of the header
+}
+
+// SPIMatch is ah (IPv4) or esp: a range of the SPI found At bytes into a
+// header of Size bytes at the transport offset.
+type SPIMatch struct {
+	SPIs     [2]uint32
+	Inv      bool
+	Size, At uint8
+}
+
+// AddrTypeMatch is addrtype of either revision: the types each address
+// must have (0: the address is not looked at), and which device, if any,
+// limits the lookup.
+type AddrTypeMatch struct {
+	Src, Dst       uint16
+	InvSrc, InvDst bool
+	Limit          uint8 // AddrTypeLimitIn, AddrTypeLimitOut or 0
+}
+
+// Devices limiting an addrtype lookup.
+const (
+	AddrTypeLimitIn  = 1
+	AddrTypeLimitOut = 2
+)
+
+// MACMatch is mac_mt's comparison of the Ethernet source address, whose
+// "ret ^= invert" on an int leaves three outcomes.
+type MACMatch struct {
+	Addr [6]byte
+	Mode uint8 // MACEqual, MACDiffers, or MACAlways (invert has other bits)
+}
+
+// MAC match modes.
+const (
+	MACEqual = iota
+	MACDiffers
+	MACAlways
+)
 
 // NeedsConntrack says whether the match reads the packet's conntrack entry.
 func (m *Match) NeedsConntrack() bool {

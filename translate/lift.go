@@ -223,7 +223,8 @@ func verdictName(v int32) string {
 }
 
 func liftMatch(f xtables.Family, m *xtables.Match) (Match, error) {
-	rev := map[string]uint8{"conntrack": m.Revision, "multiport": 1, "iprange": 1, "mark": 1, "tos": 1, "hashlimit": m.Revision}[m.Name]
+	rev := map[string]uint8{"conntrack": m.Revision, "multiport": 1, "iprange": 1, "mark": 1, "tos": 1,
+		"hashlimit": m.Revision, "addrtype": m.Revision, "owner": 1}[m.Name]
 	if m.Revision != rev {
 		return Match{}, fmt.Errorf("revision %d not translated", m.Revision)
 	}
@@ -281,8 +282,103 @@ func liftMatch(f xtables.Family, m *xtables.Match) (Match, error) {
 	case m.Name == "comment":
 		// comment always matches; the lifter drops it.
 		return Match{}, nil
+	case m.Name == "addrtype":
+		return liftAddrType(f, m.Info)
+	case m.Name == "owner":
+		info, ok := infoOf[xtables.OwnerInfo](m.Info)
+		return Match{Kind: MatchOwner, Owner: info}, okOrUndecoded(ok)
+	case m.Name == "mac":
+		info, ok := infoOf[xtables.MACInfo](m.Info)
+		return liftMAC(info), okOrUndecoded(ok)
+	}
+	return liftHdr(f, m)
+}
+
+// IPv6 next-header values of the options headers.
+const (
+	nextHdrHop  = 0
+	nextHdrDest = 60
+)
+
+// liftHdr lifts the matches on protocol headers.
+func liftHdr(f xtables.Family, m *xtables.Match) (Match, error) {
+	v6 := f == xtables.IPv6
+	switch {
+	case m.Name == "rt" && v6:
+		info, ok := infoOf[xtables.RtInfo](m.Info)
+		return Match{Kind: MatchRt, Rt: info}, okOrUndecoded(ok)
+	case m.Name == "frag" && v6:
+		info, ok := infoOf[xtables.FragInfo](m.Info)
+		return Match{Kind: MatchFrag, Frag: info}, okOrUndecoded(ok)
+	case (m.Name == "hbh" || m.Name == "dst") && v6:
+		info, ok := infoOf[xtables.OptsInfo](m.Info)
+		hdr := uint8(nextHdrHop)
+		if m.Name == "dst" {
+			hdr = nextHdrDest
+		}
+		return Match{Kind: MatchOpts, Opts: OptsMatch{Info: info, Header: hdr}}, okOrUndecoded(ok)
+	case m.Name == "ipv6header" && v6:
+		info, ok := infoOf[xtables.IPv6HeaderInfo](m.Info)
+		return Match{Kind: MatchIPv6Header, IPv6Hdr: info}, okOrUndecoded(ok)
+	case m.Name == "ah" && v6:
+		info, ok := infoOf[xtables.AH6Info](m.Info)
+		return Match{Kind: MatchAH6, AH6: info}, okOrUndecoded(ok)
+	case m.Name == "ah":
+		// struct ip_auth_hdr is 12 bytes, the SPI at 4.
+		info, ok := infoOf[xtables.AHInfo](m.Info)
+		return Match{Kind: MatchSPI, SPI: SPIMatch{SPIs: info.SPIs, Inv: info.InvFlags&xtables.SPIInv != 0, Size: 12, At: 4}}, okOrUndecoded(ok)
+	case m.Name == "esp":
+		// struct ip_esp_hdr is 8 bytes, the SPI first.
+		info, ok := infoOf[xtables.ESPInfo](m.Info)
+		return Match{Kind: MatchSPI, SPI: SPIMatch{SPIs: info.SPIs, Inv: info.InvFlags&xtables.SPIInv != 0, Size: 8}}, okOrUndecoded(ok)
+	case m.Name == "tcpmss":
+		info, ok := infoOf[xtables.TCPMSSInfo](m.Info)
+		return Match{Kind: MatchTCPMSS, TCPMSS: info}, okOrUndecoded(ok)
 	}
 	return Match{}, fmt.Errorf("not translated")
+}
+
+// addrTypeRouted are the IPv6 types match_type6 answers with a route
+// lookup.
+const addrTypeRouted = xtables.AddrTypeLocal | xtables.AddrTypeAnycast | xtables.AddrTypeUnreachable
+
+// liftAddrType folds both revisions into one form. Revision 0 inverts
+// with "match ^ invert_source" on a u32 that is then and-ed into a bool,
+// so only its lowest bit counts.
+func liftAddrType(f xtables.Family, info any) (Match, error) {
+	var a AddrTypeMatch
+	switch v := info.(type) {
+	case *xtables.AddrTypeInfoV0:
+		a = AddrTypeMatch{Src: v.Source, Dst: v.Dest, InvSrc: v.InvertSource&1 != 0, InvDst: v.InvertDest&1 != 0}
+	case *xtables.AddrTypeInfo:
+		a = AddrTypeMatch{Src: v.Source, Dst: v.Dest,
+			InvSrc: v.Flags&xtables.AddrTypeInvSource != 0, InvDst: v.Flags&xtables.AddrTypeInvDest != 0}
+		if v.Flags&xtables.AddrTypeLimitIn != 0 {
+			a.Limit = AddrTypeLimitIn
+		} else if v.Flags&xtables.AddrTypeLimitOut != 0 {
+			a.Limit = AddrTypeLimitOut
+		}
+	default:
+		return Match{}, okOrUndecoded(false)
+	}
+	if f == xtables.IPv6 && (a.Src|a.Dst)&addrTypeRouted != 0 {
+		return Match{}, fmt.Errorf("IPv6 LOCAL, ANYCAST and UNREACHABLE are answered by ip6_route_output, " +
+			"whose choice (policy rules, neighbour reachability, cached routes) BPF cannot reproduce")
+	}
+	return Match{Kind: MatchAddrType, AddrType: a}, nil
+}
+
+func liftMAC(info xtables.MACInfo) Match {
+	m := MACMatch{Addr: info.Src}
+	switch info.Invert {
+	case 0:
+		m.Mode = MACEqual
+	case 1:
+		m.Mode = MACDiffers
+	default:
+		m.Mode = MACAlways
+	}
+	return Match{Kind: MatchMAC, MAC: m}
 }
 
 // stateBits maps xt_state's state mask onto xt_conntrack's bits, which

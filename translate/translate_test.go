@@ -131,3 +131,64 @@ func TestPassthrough(t *testing.T) {
 		t.Errorf("%+v", p)
 	}
 }
+
+// TestLiftAddrType checks the forms addrtype is lifted to: revision 0's
+// inversions count by their lowest bit (the kernel and-s "match ^ invert"
+// into a bool), and IPv6 types answered by a route lookup stay with the
+// kernel.
+func TestLiftAddrType(t *testing.T) {
+	m, err := liftMatch(xtables.IPv4, &xtables.Match{Name: "addrtype", Info: &xtables.AddrTypeInfoV0{Source: 4, Dest: 8, InvertSource: 2, InvertDest: 3}})
+	if err != nil || m.AddrType != (AddrTypeMatch{Src: 4, Dst: 8, InvSrc: false, InvDst: true}) {
+		t.Errorf("revision 0: %+v, %v", m.AddrType, err)
+	}
+	m, err = liftMatch(xtables.IPv4, &xtables.Match{Name: "addrtype", Revision: 1,
+		Info: &xtables.AddrTypeInfo{Source: 2, Flags: xtables.AddrTypeInvSource | xtables.AddrTypeLimitOut}})
+	if err != nil || m.AddrType != (AddrTypeMatch{Src: 2, InvSrc: true, Limit: AddrTypeLimitOut}) {
+		t.Errorf("revision 1: %+v, %v", m.AddrType, err)
+	}
+	if _, err := liftMatch(xtables.IPv6, &xtables.Match{Name: "addrtype", Revision: 1,
+		Info: &xtables.AddrTypeInfo{Dest: xtables.AddrTypeMulticast | xtables.AddrTypeUnspec}}); err != nil {
+		t.Errorf("IPv6 multicast: %v", err)
+	}
+	for _, typ := range []uint16{xtables.AddrTypeLocal, xtables.AddrTypeAnycast, xtables.AddrTypeUnreachable} {
+		if _, err := liftMatch(xtables.IPv6, &xtables.Match{Name: "addrtype", Revision: 1,
+			Info: &xtables.AddrTypeInfo{Source: typ}}); err == nil {
+			t.Errorf("IPv6 type %#x translated", typ)
+		}
+	}
+}
+
+// TestLiftMAC checks mac_mt's three outcomes of "ret ^= invert".
+func TestLiftMAC(t *testing.T) {
+	for invert, want := range map[int32]uint8{0: MACEqual, 1: MACDiffers, 2: MACAlways, -1: MACAlways} {
+		m, err := liftMatch(xtables.IPv4, &xtables.Match{Name: "mac", Info: &xtables.MACInfo{Invert: invert}})
+		if err != nil || m.MAC.Mode != want {
+			t.Errorf("invert %d: mode %d (%v), want %d", invert, m.MAC.Mode, err, want)
+		}
+	}
+}
+
+// TestLiftHdr checks the forms the header matches are lifted to: ah is
+// an SPI at 4 of a 12-byte header for IPv4 but the extension header match
+// for IPv6, esp an SPI at 0 of 8 bytes, hbh and dst the same options match
+// on their header.
+func TestLiftHdr(t *testing.T) {
+	ah4, err := liftMatch(xtables.IPv4, &xtables.Match{Name: "ah", Info: &xtables.AHInfo{SPIs: [2]uint32{1, 2}, InvFlags: 1}})
+	if err != nil || ah4.Kind != MatchSPI || ah4.SPI != (SPIMatch{SPIs: [2]uint32{1, 2}, Inv: true, Size: 12, At: 4}) {
+		t.Errorf("IPv4 ah: %+v %v", ah4, err)
+	}
+	ah6, err := liftMatch(xtables.IPv6, &xtables.Match{Name: "ah", Info: &xtables.AH6Info{SPIs: [2]uint32{1, 2}}})
+	if err != nil || ah6.Kind != MatchAH6 {
+		t.Errorf("IPv6 ah: %+v %v", ah6, err)
+	}
+	esp, err := liftMatch(xtables.IPv6, &xtables.Match{Name: "esp", Info: &xtables.ESPInfo{SPIs: [2]uint32{1, 2}}})
+	if err != nil || esp.SPI != (SPIMatch{SPIs: [2]uint32{1, 2}, Size: 8}) {
+		t.Errorf("esp: %+v %v", esp, err)
+	}
+	for name, hdr := range map[string]uint8{"hbh": 0, "dst": 60} {
+		m, err := liftMatch(xtables.IPv6, &xtables.Match{Name: name, Info: &xtables.OptsInfo{}})
+		if err != nil || m.Kind != MatchOpts || m.Opts.Header != hdr {
+			t.Errorf("%s: %+v %v", name, m, err)
+		}
+	}
+}

@@ -20,6 +20,9 @@ type request struct {
 	optlen  uint32
 	payload []byte
 	sock    kernelSock
+	// userns is what the caller's user namespace is to the table's
+	// network namespace, for the checks that depend on it.
+	userns *xtables.UserNS
 }
 
 // reply is the answer: pass (the shim makes the real call), or a result.
@@ -167,6 +170,7 @@ func (d *Daemon) setReplace(req *request, fam xtables.Family) reply {
 	start := time.Now()
 	r, err := xtables.DecodeReplace(fam, req.payload)
 	if err == nil {
+		r.UserNS = req.userns
 		err = xtables.Validate(r)
 	}
 	if err != nil {

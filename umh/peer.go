@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"xtbpf/xtables"
 )
 
 const capNetAdmin = 12
@@ -156,6 +158,60 @@ func (p *peer) mayAdmin(netns *os.File) error {
 		ns.Close()
 		ns = parent
 	}
+}
+
+// userNSOver is what owner's checkentry sees of the peer and the network
+// namespace netns: whether the peer's user namespace owns netns, and if so
+// that namespace's ID maps, read as the daemon (in the initial user
+// namespace) sees them, which is in the kernel's own IDs.
+func (p *peer) userNSOver(netns *os.File) (*xtables.UserNS, error) {
+	owner, err := nsIoctl(netns, unix.NS_GET_USERNS)
+	if err != nil {
+		return nil, fmt.Errorf("owner of network namespace: %w", err)
+	}
+	defer owner.Close()
+	okey, err := nsKey(owner)
+	if err != nil {
+		return nil, err
+	}
+	mine, err := nsKey(p.userNS)
+	if err != nil {
+		return nil, err
+	}
+	if okey != mine {
+		return &xtables.UserNS{}, nil
+	}
+	ns := &xtables.UserNS{WriterOwnsNet: true}
+	for _, m := range []struct {
+		file string
+		dst  *xtables.IDMap
+	}{{"uid_map", &ns.UIDs}, {"gid_map", &ns.GIDs}} {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", p.pid, m.file))
+		if err != nil {
+			return nil, err
+		}
+		if *m.dst, err = parseIDMap(string(b)); err != nil {
+			return nil, fmt.Errorf("%s: %w", m.file, err)
+		}
+	}
+	return ns, nil
+}
+
+// parseIDMap reads the lines of a uid_map or gid_map: inside, outside,
+// count.
+func parseIDMap(s string) (xtables.IDMap, error) {
+	var m xtables.IDMap
+	for _, line := range strings.Split(strings.TrimSpace(s), "\n") {
+		var e xtables.IDExtent
+		if line == "" {
+			continue
+		}
+		if _, err := fmt.Sscan(line, &e.First, &e.LowerFirst, &e.Count); err != nil {
+			return nil, fmt.Errorf("line %q: %w", line, err)
+		}
+		m = append(m, e)
+	}
+	return m, nil
 }
 
 type nsID struct{ dev, ino uint64 }

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"xtbpf/umh/wire"
+	"xtbpf/xtables"
 )
 
 // Serve listens on the configured socket until ctx is done. The socket is
@@ -115,7 +116,8 @@ func (d *Daemon) answer(conn *net.UnixConn, req *wire.Request) *wire.Reply {
 		return toWire(errReply(fmt.Errorf("request without the caller's socket: %w", unix.EINVAL)))
 	}
 	ks := kernelSock{f: req.File}
-	if err := d.authorize(conn, ks); err != nil {
+	userns, err := d.authorize(conn, ks)
+	if err != nil {
 		return toWire(errReply(err))
 	}
 	switch req.Op {
@@ -131,27 +133,35 @@ func (d *Daemon) answer(conn *net.UnixConn, req *wire.Request) *wire.Reply {
 		optlen:  req.Optlen,
 		payload: req.Payload,
 		sock:    ks,
+		userns:  userns,
 	}
 	return toWire(d.handle(r))
 }
 
-func (d *Daemon) authorize(conn *net.UnixConn, ks kernelSock) error {
+// authorize checks that the peer may change the firewall of its socket's
+// namespace, and returns what the checks of a replace need to know of the
+// user namespaces involved.
+func (d *Daemon) authorize(conn *net.UnixConn, ks kernelSock) (*xtables.UserNS, error) {
 	p, err := readPeer(conn)
 	if err != nil {
 		d.log.Warn("unidentified peer", "err", err)
-		return unix.EPERM
+		return nil, unix.EPERM
 	}
 	defer p.close()
 	nsf, err := ks.netns()
 	if err != nil {
-		return fmt.Errorf("namespace of caller's socket: %w", unix.EINVAL)
+		return nil, fmt.Errorf("namespace of caller's socket: %w", unix.EINVAL)
 	}
 	defer nsf.Close()
 	if err := p.mayAdmin(nsf); err != nil {
 		d.klog.printf(klogWarn, "pid %d (euid %d) lacks CAP_NET_ADMIN over its network namespace: %v", p.pid, p.euid, err)
-		return unix.EPERM
+		return nil, unix.EPERM
 	}
-	return nil
+	userns, err := p.userNSOver(nsf)
+	if err != nil {
+		return nil, fmt.Errorf("user namespace of pid %d: %w", p.pid, err)
+	}
+	return userns, nil
 }
 
 func toWire(r reply) *wire.Reply {

@@ -27,6 +27,8 @@ type goldenCase struct {
 var goldenCases = []goldenCase{
 	{"handmade.v4", IPv4, "testdata/rules/handmade.v4"},
 	{"handmade.v6", IPv6, "testdata/rules/handmade.v6"},
+	{"matches3.v4", IPv4, "testdata/rules/matches3.v4"},
+	{"matches3.v6", IPv6, "testdata/rules/matches3.v6"},
 	{"ufw.v4", IPv4, "rulesets/ufw/ufw-0.36.2-debian12-enabled.iptables-save"},
 	{"ufw.v6", IPv6, "rulesets/ufw/ufw-0.36.2-debian12-enabled.ip6tables-save"},
 	{"fedora.v4", IPv4, "rulesets/distro-defaults/rhel-fedora_etc-sysconfig-iptables"},

@@ -4,9 +4,9 @@ import "golang.org/x/sys/unix"
 
 // checkExtensions is find_check_entry for one entry: its matches in order,
 // then its target, as xt_check_match and xt_check_target judge them.
-func checkExtensions(f Family, table string, e *Entry) error {
+func checkExtensions(f Family, table string, e *Entry, ns *UserNS) error {
 	for i := range e.Matches {
-		if err := checkMatch(f, e, &e.Matches[i]); err != nil {
+		if err := checkMatch(f, e, &e.Matches[i], ns); err != nil {
 			return errorf(Errno(err), "match %d (%q): %v", i, e.Matches[i].Name, unwrapMsg(err))
 		}
 	}
@@ -23,7 +23,7 @@ func checkName(name string) error {
 	return nil
 }
 
-func checkMatch(f Family, e *Entry, m *Match) error {
+func checkMatch(f Family, e *Entry, m *Match, ns *UserNS) error {
 	if err := checkName(m.Name); err != nil {
 		return err
 	}
@@ -48,6 +48,11 @@ func checkMatch(f Family, e *Entry, m *Match) error {
 		return errorf(unix.EINVAL, "only valid for protocol %d", x.proto)
 	}
 	info := decodeInfo(x, payload)
+	if x.checkNS != nil {
+		if err := x.checkNS(info, ns); err != nil {
+			return err
+		}
+	}
 	if err := x.check(info, e); err != nil {
 		return err
 	}

@@ -154,9 +154,6 @@ func init() {
 	registerUnspecMatch("conntrack", 3, conntrackExt(3, 164))
 	registerUnspecMatch("comment", 0, structExt[CommentInfo](256, nil))
 	registerUnspecMatch("mark", 1, structExt[MarkInfo](12, nil))
-	mac := structExt[MACInfo](12, nil)
-	mac.hooks = hookPreRouting | hookLocalIn | hookForward
-	registerUnspecMatch("mac", 0, mac)
 	registerUnspecMatch("pkttype", 0, structExt[PktTypeInfo](8, nil))
 	for _, f := range []Family{IPv4, IPv6} {
 		registerMatch(f, "multiport", 1, structExt(48, checkMultiport))

@@ -16,6 +16,9 @@ type ext struct {
 	decode func(b []byte) any
 	encode func(info any, b []byte)
 	check  func(info any, e *Entry) error
+	// checkNS is the part of checkentry that depends on the user
+	// namespaces of the writer and of the network namespace.
+	checkNS func(info any, ns *UserNS) error
 }
 
 // extKey names an extension as the kernel looks it up: family, name and

@@ -155,6 +155,10 @@ type Replace struct {
 	Table
 	NumCounters uint32
 	CountersPtr uint64
+	// UserNS is what the writer's and the network namespace's user
+	// namespaces are to the checks that depend on them (owner); nil is
+	// InitUserNS.
+	UserNS *UserNS
 }
 
 // Info is ipt_getinfo / ip6t_getinfo.

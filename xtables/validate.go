@@ -35,8 +35,12 @@ func Validate(r *Replace) error {
 		r.Entries[i].Comefrom = come[i]
 		r.Entries[i].Counters = Counters{}
 	}
+	ns := r.UserNS
+	if ns == nil {
+		ns = InitUserNS
+	}
 	for i := range r.Entries {
-		if err := checkExtensions(r.Family, r.Name, &r.Entries[i]); err != nil {
+		if err := checkExtensions(r.Family, r.Name, &r.Entries[i], ns); err != nil {
 			return entryErr(i, &r.Entries[i], err)
 		}
 	}

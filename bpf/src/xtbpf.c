@@ -306,7 +306,8 @@ struct pkt {
 	__u32 mark;
 	__u32 hlports;	/* the 4 bytes hashlimit reads as ports, as they are */
 	struct ct ct;
-	__u8 optbuf[64];	/* scratch for the TCP option walk */
+	__u64 skb;	/* struct sk_buff *, for the matches that read the kernel's state */
+	__u64 state;	/* struct nf_hook_state * */
 };
 
 /* A run's state that does not fit the stack, in its slot of scratch. */
@@ -344,7 +345,6 @@ struct walk {
 	struct cursor *cur;
 	__u8 nexthdr;
 	__u8 done;
-	__u32 optlen;
 };
 
 static __always_inline int ext_hdr(__u8 nh)
@@ -412,47 +412,58 @@ bad:
 	return 1;
 }
 
-static long tcp_opt_step(__u64 i, struct walk *w)
+/* The option bytes, walked outside struct walk so that its buffer is not
+ * on the stack of every match. */
+struct optwalk {
+	struct walk *w;
+	__u8 buf[64];
+	__u32 at;
+	__u32 len;
+};
+
+/* One step of tcp_find_option's walk: kinds 0 and 1 take a byte, others
+ * their length byte, 0 counting as 1. */
+static long tcp_opt_step(__u64 i, struct optwalk *o)
 {
-	__u32 at = w->start;
+	__u32 at = o->at;
 	__u8 kind, len;
 
-	if (at >= w->optlen || at >= 40)
+	if (at >= o->len || at >= 40)
 		return 1;
-	kind = w->p->optbuf[at & 63];
-	w->p->opts[kind >> 6] |= 1ULL << (kind & 63);
+	kind = o->buf[at & 63];
+	o->w->p->opts[kind >> 6] |= 1ULL << (kind & 63);
 	if (kind < 2) {
-		w->start = at + 1;
+		o->at = at + 1;
 		return 0;
 	}
 	/* The kernel reads the length byte even past the options; any
 	 * value then ends the walk, so the zeroed buffer stands in. */
-	len = w->p->optbuf[(at + 1) & 63];
-	w->start = at + (len ? len : 1);
+	len = o->buf[(at + 1) & 63];
+	o->at = at + (len ? len : 1);
 	return 0;
 }
 
-static __always_inline void parse_tcp_options(struct walk *w)
+static __noinline void parse_tcp_options(struct walk *w)
 {
+	struct optwalk o = {.w = w};
 	__u32 optlen;
 
-	if (w->p->doff < 5)
+	if (!w || w->p->doff < 5)
 		return;
 	optlen = (__u32)w->p->doff * 4 - 20;
 	if (optlen > 40)
 		return;
-	w->optlen = optlen;
+	o.len = optlen;
 	/* Re-bound through a register the verifier tracks (optlen <= 40). */
 	optlen &= 63;
-	if (optlen > 40 || bpf_dynptr_read(w->p->optbuf, optlen, &w->ptr, w->p->thoff + 20, 0)) {
+	if (optlen > 40 || bpf_dynptr_read(o.buf, optlen, &w->ptr, w->p->thoff + 20, 0)) {
 		w->p->opts_bad = 1;
 		return;
 	}
-	w->start = 0;
-	bpf_loop(40, tcp_opt_step, w, 0);
+	bpf_loop(40, tcp_opt_step, &o, 0);
 }
 
-static __always_inline void parse_l4(struct walk *w, int tcpopt)
+static __noinline void parse_l4(struct walk *w, int tcpopt)
 {
 	__u8 buf[20];
 	__u8 *h;
@@ -484,7 +495,7 @@ static __always_inline void parse_l4(struct walk *w, int tcpopt)
 	}
 }
 
-static __always_inline int parse_v4(struct walk *w)
+static __noinline int parse_v4(struct walk *w)
 {
 	__u8 buf[20];
 	__u8 *ip = bpf_dynptr_slice(&w->ptr, 0, buf, 20);
@@ -502,7 +513,7 @@ static __always_inline int parse_v4(struct walk *w)
 	return 0;
 }
 
-static __always_inline int parse_v6(struct walk *w)
+static __noinline int parse_v6(struct walk *w)
 {
 	__u8 buf[40];
 	__u8 *ip = bpf_dynptr_slice(&w->ptr, 0, buf, 40);
@@ -818,6 +829,9 @@ static __always_inline int ecn_match(const struct xt_match *m, const struct pkt 
 	return 1;
 }
 
+#include "hostmatch.h"
+#include "hdrmatch.h"
+
 /* The matches beyond tcp, udp and icmp, as a global function: the
  * verifier checks it once on its own rather than at every match slot of
  * every path, and rules of the older kinds do not pay for the call. x is
@@ -855,12 +869,38 @@ __noinline int more_match(const struct xt_match *m, const struct pkt *p, const s
 	return -1;
 }
 
-static __always_inline int has_ext(__u8 kind)
+/* Every match beyond tcp, udp and icmp, behind one call: a single call
+ * site per match slot keeps the verifier's walk of the rule loop small. */
+__noinline int any_match(const struct xt_match *m, const struct pkt *p, const struct xt_ext *x,
+			 struct bpf_nf_ctx *ctx)
 {
-	return kind == MATCH_CONNTRACK || kind == MATCH_MULTIPORT || kind == MATCH_IPRANGE;
+	if (!m)
+		return -1;
+	switch (m->kind) {
+	case MATCH_ADDRTYPE:
+	case MATCH_OWNER:
+	case MATCH_MAC:
+		return host_match(m, p, x);
+	case MATCH_RT:
+	case MATCH_FRAG:
+	case MATCH_OPTS:
+	case MATCH_IPV6HEADER:
+	case MATCH_AH6:
+	case MATCH_SPI:
+	case MATCH_TCPMSS:
+		return hdr_match(m, p, x, ctx);
+	}
+	return more_match(m, p, x);
 }
 
-static __always_inline int ext_match(const struct xt_match *m, const struct pkt *p, void *exts)
+static __always_inline int has_ext(__u8 kind)
+{
+	return kind == MATCH_CONNTRACK || kind == MATCH_MULTIPORT || kind == MATCH_IPRANGE ||
+	       kind == MATCH_OWNER || kind == MATCH_RT || kind == MATCH_OPTS || kind == MATCH_AH6;
+}
+
+static __always_inline int ext_match(const struct xt_match *m, const struct pkt *p, void *exts,
+				     struct bpf_nf_ctx *ctx)
 {
 	const struct xt_ext *x = NULL;
 	__u32 key;
@@ -880,7 +920,7 @@ static __always_inline int ext_match(const struct xt_match *m, const struct pkt 
 		key = m->ext;
 		x = bpf_map_lookup_elem(exts, &key);
 	}
-	return more_match(m, p, x);
+	return any_match(m, p, x, ctx);
 }
 
 static __always_inline int rule_match(const struct xt_rule *r, const struct walk *w)
@@ -898,7 +938,7 @@ static __always_inline int rule_match(const struct xt_rule *r, const struct walk
 		m = bpf_map_lookup_elem(w->matches, &key);
 		if (!m)
 			return -1;
-		ok = ext_match(m, w->p, w->exts);
+		ok = ext_match(m, w->p, w->exts, w->ctx);
 		if (ok <= 0)
 			return ok;
 	}
@@ -1279,6 +1319,8 @@ static __always_inline int setup(struct walk *w, struct bpf_nf_ctx *ctx, __u32 g
 	w->verdict = NF_DROP;
 	w->p->gen = g;
 	w->p->len = ctx->skb->len;
+	w->p->skb = (__u64)ctx->skb;
+	w->p->state = (__u64)ctx->state;
 	read_name(w->p->in, ctx->state->in);
 	read_name(w->p->out, ctx->state->out);
 	return bpf_dynptr_from_skb((struct __sk_buff *)ctx->skb, 0, &w->ptr);

@@ -19,9 +19,27 @@ enum match_kind {
 	MATCH_TTL = 11,	/* ttl and hl */
 	MATCH_TOS = 12,	/* tos and dscp */
 	MATCH_ECN = 13,
+	MATCH_ADDRTYPE = 14,
+	MATCH_OWNER = 15,
+	MATCH_MAC = 16,
+	MATCH_RT = 17,
+	MATCH_FRAG = 18,
+	MATCH_OPTS = 19,	/* hbh and dst */
 	MATCH_LIMIT = 20,
 	MATCH_HASHLIMIT = 21,
+	MATCH_IPV6HEADER = 22,
+	MATCH_AH6 = 23,
+	MATCH_SPI = 24,	/* ah (IPv4) and esp */
+	MATCH_TCPMSS = 25,
 };
+
+/* addrtype: xt_match.option names the device limiting the lookup */
+#define ADDRTYPE_LIMIT_IN 1
+#define ADDRTYPE_LIMIT_OUT 2
+/* addrtype type bits, 1 << RTN_* */
+#define ADDRTYPE_UNSPEC 0x0001
+#define ADDRTYPE_UNICAST 0x0002
+#define ADDRTYPE_MULTICAST 0x0020
 
 enum verdict_kind {
 	V_ACCEPT = 1,
@@ -58,18 +76,23 @@ enum verdict_kind {
 struct xt_match {
 	__u8 kind;
 	__u8 inv;	/* the extension's own invflags */
-	__u8 option;	/* tcp --tcp-option */
+	__u8 option;	/* tcp --tcp-option; addrtype: the limiting device; frag:
+			 * flags; ipv6header: modeflag; ah/esp: header size */
 	__u8 flg_mask;	/* tcp --tcp-flags */
 	__u8 flg_cmp;
-	__u8 type;	/* icmp */
+	__u8 type;	/* icmp; hbh/dst: the header; ah/esp: the SPI's offset */
 	__u8 code_min;
 	__u8 code_max;
-	__u16 spts[2];	/* tcp, udp; length: min, max */
+	__u16 spts[2];	/* tcp, udp; length, tcpmss: min, max */
 	__u16 dpts[2];
 	/* state: xt_conntrack state bits; mark: mark, mask; pkttype: type;
-	 * ttl: mode, value; tos: mask, value; ecn: operation, ip_ect, tcp ect */
+	 * ttl: mode, value; tos: mask, value; ecn: operation, ip_ect, tcp ect;
+	 * addrtype: source types, destination types (inv: bit 0 inverts the
+	 * source, bit 1 the destination); mac: the address's 6 bytes; frag,
+	 * ah, esp: id or SPI range; ipv6header: matchflags, invflags */
 	__u32 arg[2];
-	__u32 ext;	/* conntrack, multiport, iprange: index of the xt_ext record */
+	__u32 ext;	/* conntrack, multiport, iprange, owner, rt, hbh/dst, ah6:
+			 * index of the xt_ext record */
 	__u32 pad;
 };
 
@@ -77,11 +100,16 @@ struct xt_match {
 struct xt_ext {
 	/* conntrack: orig src, its mask, orig dst, mask, repl src, mask, repl
 	 * dst, mask (packet byte order); iprange: src min, max, dst min, max
-	 * (host-order words, compared word by word as iprange_ipv6_lt does) */
-	__u32 addr[8][4];
-	__u32 expires[2];
+	 * (host-order words, compared word by word as iprange_ipv6_lt does);
+	 * owner: addr[0] is uid min, max, gid min, max, flags the match bits,
+	 * invert the invert bits; rt: the addresses (packet byte order) */
+	__u32 addr[16][4];
+	/* rt: type, length; hbh/dst: length; ah6: SPI min, max, length */
+	__u32 val[4];
+	__u32 expires[2];	/* conntrack; rt: segments left min, max */
 	/* multiport: its port ranges, as ports_match_v1 walks them, empty
-	 * ones left out; conntrack: orig src, orig dst, repl src, repl dst */
+	 * ones left out; conntrack: orig src, orig dst, repl src, repl dst;
+	 * hbh/dst: lo the options, type << 8 | length */
 	__u16 lo[16];
 	__u16 hi[16];
 	__u16 match_flags;
@@ -89,8 +117,8 @@ struct xt_ext {
 	__u16 state_mask;
 	__u16 status_mask;
 	__u16 l4proto;
-	__u8 count;	/* multiport ranges */
-	__u8 flags;	/* multiport flags, iprange flags */
+	__u8 count;	/* multiport ranges; rt addresses; hbh/dst options */
+	__u8 flags;	/* multiport, iprange, owner, rt, hbh/dst flags; ah6 hdrres */
 	__u8 invert;
 	__u8 pad[5];
 };

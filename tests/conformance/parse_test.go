@@ -100,7 +100,8 @@ func TestTranslatable(t *testing.T) {
 		"-j NFLOG --nflog-group 1":                              false,
 		"-m limit --limit 1/s":                                  true,
 		"-m recent --set":                                       false,
-		"-m owner --uid-owner 0":                                false,
+		"-m owner --uid-owner 0":                                true,
+		"-m set --match-set x src":                              false,
 	} {
 		if got := translatable(rule); got != want {
 			t.Errorf("translatable(%q) = %v, want %v", rule, got, want)

@@ -5,7 +5,9 @@ import (
 	"strings"
 )
 
-// The rule features issues 2 and 3 translate into BPF (limit and hashlimit too). An OK filter line that uses
+// The rule features issues 2 and 3 translate into BPF. (IPv6 addrtype with
+// LOCAL, ANYCAST or UNREACHABLE runs in the kernel, but the addrtype tests
+// run with iptables only.) An OK filter line that uses
 // nothing else must run in BPF, not fall back to the kernel.
 var (
 	bpfValueOpts = []string{"-s", "--source", "--src", "-d", "--destination", "--dst",
@@ -22,11 +24,19 @@ var (
 		"--limit", "--limit-burst", "--hashlimit", "--hashlimit-upto", "--hashlimit-above", "--hashlimit-burst",
 		"--hashlimit-mode", "--hashlimit-srcmask", "--hashlimit-dstmask", "--hashlimit-name",
 		"--hashlimit-htable-size", "--hashlimit-htable-max", "--hashlimit-htable-expire",
-		"--hashlimit-htable-gcinterval", "--hashlimit-rate-interval", "--reject-with", "--log-prefix", "--log-level"}
+		"--hashlimit-htable-gcinterval", "--hashlimit-rate-interval", "--reject-with", "--log-prefix", "--log-level",
+		"--src-type", "--dst-type", "--uid-owner", "--gid-owner", "--mac-source",
+		"--rt-type", "--rt-segsleft", "--rt-len", "--rt-0-addrs", "--fragid", "--fraglen",
+		"--hbh-len", "--hbh-opts", "--dst-len", "--dst-opts", "--header", "--ahspi", "--ahlen",
+		"--espspi", "--mss"}
 	bpfFlagOpts = []string{"!", "-f", "--fragment", "--syn", "--ecn-tcp-cwr", "--ecn-tcp-ece", "--hashlimit-rate-match",
-		"--log-tcp-sequence", "--log-tcp-options", "--log-ip-options", "--log-uid", "--log-macdecode"}
+		"--log-tcp-sequence", "--log-tcp-options", "--log-ip-options", "--log-uid", "--log-macdecode",
+		"--limit-iface-in", "--limit-iface-out", "--socket-exists", "--suppl-groups",
+		"--rt-0-res", "--rt-0-not-strict", "--fragres", "--fragfirst", "--fragmore", "--fraglast",
+		"--soft", "--ahres"}
 	bpfMatches = []string{"tcp", "udp", "icmp", "icmp6", "state", "conntrack", "multiport", "comment",
-		"iprange", "mark", "pkttype", "length", "ttl", "hl", "tos", "dscp", "ecn", "limit", "hashlimit"}
+		"iprange", "mark", "pkttype", "length", "ttl", "hl", "tos", "dscp", "ecn", "limit", "hashlimit",
+		"addrtype", "owner", "mac", "rt", "frag", "hbh", "dst", "ipv6header", "ah", "esp", "tcpmss"}
 	bpfTargets = []string{"ACCEPT", "DROP", "RETURN", "REJECT", "LOG"}
 )
 

@@ -46,9 +46,33 @@ func TestBPFVsEval(t *testing.T) {
 // hook sees no input device and the namespace's loopback as output.
 func testRunDevs(hook int) (in, out string) { return "", "lo" }
 
+// bulkRoutes give the scratch namespace addresses and routes of every
+// kind addrtype tells apart (see bpf.TestAddrType).
+var bulkRoutes = []string{
+	"link set lo up",
+	"link add xa type veth peer name xb",
+	"addr add 10.7.9.1/24 dev xa",
+	"link set xa up",
+	"link set xb up",
+	"route add local 10.7.8.0/24 dev lo table local",
+	"route add blackhole 10.7.8.128/25 table local",
+	"route add unreachable 10.7.6.0/24",
+	"route add broadcast 10.7.5.5 dev xa table local",
+	"route add local 10.7.4.0/24 dev lo tos 0x10 table local",
+	"route add 127.1.0.0/16 dev lo",
+	"nexthop add id 7 dev xa",
+	"route add local 10.7.2.0/24 nhid 7 table local",
+}
+
 func bulk(t *testing.T) {
 	base := seed(t)
 	n, perSet := scale(t, 200), scale(t, 10000)
+	for _, c := range bulkRoutes {
+		if out, err := ipIn("", strings.Fields(c)...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v: %s", c, err, out)
+		}
+	}
+	opts := eval.Options{FIB: dumpFIB(t, "")}
 	dir := bpffs(t)
 	// One data plane per family, each ruleset installed over the last as
 	// the daemon would: loading and verifying the classifier anew for
@@ -70,7 +94,7 @@ func bulk(t *testing.T) {
 			planes[f] = bt
 		}
 		rs := GenRuleset(rand.New(rand.NewSource(s)), f)
-		bulkOne(t, planes[f], s, rs, perSet)
+		bulkOne(t, planes[f], s, rs, perSet, opts)
 	}
 	t.Logf("seed %d: %d rulesets x %d packets: BPF verdicts and counters equal the evaluator's", base, n, perSet)
 }
@@ -89,7 +113,7 @@ func bpffs(t *testing.T) string {
 
 // bulkOne installs rs and checks perSet packets; it returns how many
 // index segments the plan has.
-func bulkOne(t *testing.T, bt *bpf.Table, s int64, rs *Ruleset, perSet int) int {
+func bulkOne(t *testing.T, bt *bpf.Table, s int64, rs *Ruleset, perSet int, opts eval.Options) int {
 	t.Helper()
 	fail := func(format string, args ...any) {
 		t.Fatalf("seed %d: %s\nruleset:\n%s", s, fmt.Sprintf(format, args...), rs.Restore())
@@ -110,7 +134,7 @@ func bulkOne(t *testing.T, bt *bpf.Table, s int64, rs *Ruleset, perSet int) int 
 		hook := Hooks[rng.Intn(3)]
 		pkt := p.Bytes()
 		in, out := testRunDevs(hook)
-		res, err := eval.Run(tbl, hook, pkt, in, out)
+		res, err := eval.RunWith(tbl, hook, pkt, in, out, opts)
 		if err != nil {
 			fail("eval: %v\npacket %x", err, pkt)
 		}
@@ -246,6 +270,7 @@ func TestBPFVsEvalLarge(t *testing.T) {
 func bulkLarge(t *testing.T) {
 	base := seed(t)
 	n, perSet := scale(t, 6), scale(t, 4000)
+	opts := eval.Options{FIB: dumpFIB(t, "")}
 	dir := bpffs(t)
 	planes := map[xtables.Family]*bpf.Table{}
 	t.Cleanup(func() {
@@ -266,7 +291,7 @@ func bulkLarge(t *testing.T) {
 		}
 		rng := rand.New(rand.NewSource(s))
 		rs := GenLargeRuleset(rng, f, 5000+rng.Intn(3000))
-		segs += bulkOne(t, planes[f], s, rs, perSet)
+		segs += bulkOne(t, planes[f], s, rs, perSet, opts)
 	}
 	if segs == 0 {
 		t.Fatalf("seed %d: no chain of %d large rulesets was indexed", base, n)

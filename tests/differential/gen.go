@@ -87,6 +87,7 @@ func newPools(rng *rand.Rand, f xtables.Family) *pools {
 		p.ports = append(p.ports, uint16(rng.Intn(65536)))
 	}
 	p.addrs = append(p.addrs, topoAddrs(f)...)
+	p.addrs = append(p.addrs, specialAddrs(f)...)
 	for i := 0; i < 6; i++ {
 		a := append([]byte(nil), p.addrs[rng.Intn(len(p.addrs))]...)
 		a[len(a)-1] = byte(rng.Intn(256))
@@ -146,6 +147,12 @@ func (rs *Ruleset) genRule(rng *rand.Rand, ci int) Rule {
 	rs.genProto(rng, &r)
 	for rng.Intn(3) == 0 && len(r.Extra) < 3 {
 		r.Extra = append(r.Extra, rs.genExtra(rng, &r))
+	}
+	if rng.Intn(4) == 0 {
+		r.Extra = append(r.Extra, rs.genHost(rng, ci))
+	}
+	if rng.Intn(4) == 0 {
+		r.Extra = append(r.Extra, rs.genHdr(rng, &r))
 	}
 	rs.genTarget(rng, ci, &r)
 	return r

@@ -118,7 +118,7 @@ func (tp *topo) genSent(t *testing.T, s int64, rs *Ruleset, tbl *xtables.Table, 
 		if !ok {
 			continue
 		}
-		res, err := eval.Run(tbl, r.hook, seen, r.in, r.out)
+		res, err := eval.RunWith(tbl, r.hook, seen, r.in, r.out, tp.opts(r))
 		if err != nil {
 			t.Fatalf("seed %d: eval: %v\npacket %x\n%s", s, err, b, rs.Restore())
 		}
@@ -209,8 +209,8 @@ func (tp *topo) explain(t *testing.T, s int64, rs *Ruleset, pkts []sent, diff st
 	for i, p := range pkts {
 		tp.send(t, rs.Family, p.route, p.pkt)
 		if d := tp.compare(t, rs.Family, tbl, pkts[:i+1]); d != "" {
-			t.Errorf("first differing packet #%d at hook %d in=%q out=%q: %x\nevaluator: verdict %d hits %v\n%s",
-				i, p.route.hook, p.route.in, p.route.out, p.pkt, p.want.Verdict, p.want.Hits, d)
+			t.Errorf("first differing packet #%d at hook %d in=%q out=%q (local-out socket of %+v): %x\nevaluator: verdict %d hits %v\n%s",
+				i, p.route.hook, p.route.in, p.route.out, Identities[p.route.sock], p.pkt, p.want.Verdict, p.want.Hits, d)
 			return
 		}
 	}

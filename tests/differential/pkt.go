@@ -56,6 +56,7 @@ type Packet struct {
 	Payload  int
 	Trunc    int // keep only this many upper-layer bytes (-1: all)
 	Cut6     int // IPv6: keep only this many bytes after the fixed header (0: all)
+	Hdr      HdrFields
 }
 
 // GenPacket draws a packet aimed at a random rule of rs: its addresses,
@@ -72,6 +73,7 @@ func (rs *Ruleset) GenPacket(rng *rand.Rand) *Packet {
 	if r.FlagsSet && rng.Intn(4) != 0 {
 		p.TCPFlags = r.FlagCmp | p.TCPFlags&^r.FlagMask
 	}
+	p.genHdrFields(rng, r)
 	p.genTCPOpts(rng, r)
 	p.genICMP(rng, r)
 	p.genFrag(rng, r)
@@ -113,7 +115,7 @@ func (rs *Ruleset) pickProto(rng *rand.Rand, r *Rule) uint8 {
 	if r.Proto > 0 && rng.Intn(5) != 0 {
 		return uint8(r.Proto)
 	}
-	return []uint8{6, 6, 17, 17, uint8(rs.icmpProto()), 47, 132}[rng.Intn(7)]
+	return []uint8{6, 6, 17, 17, uint8(rs.icmpProto()), 47, 132, 50, 51}[rng.Intn(9)]
 }
 
 func (rs *Ruleset) pickPort(rng *rand.Rand, m portMatch) uint16 {
@@ -212,6 +214,8 @@ func (p *Packet) upper() []byte {
 		binary.BigEndian.PutUint16(b[2:], p.DPort)
 	case 1, 58:
 		b = []byte{p.ICMPType, p.ICMPCode, 0, 0, 0, 1, 0, 1}
+	case 50, 51:
+		b = p.ipsec()
 	default:
 		b = make([]byte, 4)
 	}
@@ -266,20 +270,20 @@ func (p *Packet) ipv6(l4 []byte) []byte {
 	if p.Frag6 {
 		fnext := next
 		if p.Frag6Ext >= 0 {
-			fnext, body = uint8(p.Frag6Ext), append(extHdr(next, p.Frag6Ext), body...)
+			fnext, body = uint8(p.Frag6Ext), append(p.extHdr(next, p.Frag6Ext), body...)
 		}
 		fh := make([]byte, 8)
-		fh[0] = fnext
+		fh[0], fh[1] = fnext, p.Hdr.FragRes
 		fo := uint16(p.FragOff << 3)
 		if p.MoreFrag {
 			fo |= 1
 		}
 		binary.BigEndian.PutUint16(fh[2:], fo)
-		binary.BigEndian.PutUint32(fh[4:], 0xabcd)
+		binary.BigEndian.PutUint32(fh[4:], p.Hdr.FragID)
 		next, body = 44, append(fh, body...)
 	}
 	for i := len(p.Ext6) - 1; i >= 0; i-- {
-		body = append(extHdr(next, p.Ext6[i]), body...)
+		body = append(p.extHdr(next, p.Ext6[i]), body...)
 		next = uint8(p.Ext6[i])
 	}
 	if p.Cut6 > 0 && p.Cut6 < len(body) {
@@ -292,19 +296,6 @@ func (p *Packet) ipv6(l4 []byte) []byte {
 	copy(b[8:], p.Src)
 	copy(b[24:], p.Dst)
 	return append(b, body...)
-}
-
-// extHdr is an extension header of kind kind naming next: padding
-// options for hop-by-hop and destination options, an empty routing header
-// (segments left 0), or an AH with no ICV.
-func extHdr(next uint8, kind int) []byte {
-	switch kind {
-	case 43:
-		return []byte{next, 0, 0, 0, 0, 0, 0, 0}
-	case 51:
-		return []byte{next, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1}
-	}
-	return []byte{next, 0, 1, 4, 0, 0, 0, 0} // PadN
 }
 
 // String is a one-line summary for failure messages.

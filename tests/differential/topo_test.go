@@ -2,6 +2,7 @@ package differential
 
 import (
 	"bytes"
+	"fmt"
 	"math/rand"
 	"net"
 	"net/netip"
@@ -9,10 +10,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
 	"xtbpf/tests/internal/nstest"
+	"xtbpf/translate/eval"
 	"xtbpf/xtables"
 )
 
@@ -33,12 +36,16 @@ type topo struct {
 	injectIf              int
 	srcMAC, dstMAC        net.HardwareAddr
 	out                   map[xtables.Family]int // raw IPPROTO_RAW sockets in the target
+	// owned are raw sockets in the target made with each of Identities,
+	// which local-out packets are sent from.
+	owned map[xtables.Family][]int
+	fib   *eval.FIB // the target's, for addrtype
 }
 
 func newTopo(t *testing.T) *topo {
 	tp := &topo{
 		sender: nstest.New(t, "xds"), target: nstest.New(t, "xdt"), third: nstest.New(t, "xdf"),
-		out: map[xtables.Family]int{},
+		out: map[xtables.Family]int{}, owned: map[xtables.Family][]int{},
 	}
 	for _, ns := range []*nstest.NS{tp.sender, tp.third} {
 		sysctl(t, ns, "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
@@ -51,6 +58,7 @@ func newTopo(t *testing.T) *topo {
 		"net.ipv6.conf.default.mldv2_unsolicited_report_interval=1")
 	cmd(t, "ip", "link", "add", "xt0", "netns", tp.target.Name, "type", "veth", "peer", "name", "xs0", "netns", tp.sender.Name)
 	cmd(t, "ip", "link", "add", "xt1", "netns", tp.target.Name, "type", "veth", "peer", "name", "xf0", "netns", tp.third.Name)
+	cmd(t, "ip", "-n", tp.sender.Name, "link", "set", "xs0", "address", SenderMAC)
 	xs0, xf0 := mac(t, tp.sender, "xs0"), mac(t, tp.third, "xf0")
 	tp.srcMAC, tp.dstMAC = xs0, mac(t, tp.target, "xt0")
 	cmd(t, "ip", "-n", tp.sender.Name, "link", "set", "xs0", "up")
@@ -72,6 +80,7 @@ func newTopo(t *testing.T) *topo {
 		cmd(t, append([]string{"ip", "-n", tp.target.Name}, c...)...)
 	}
 	sysctl(t, tp.target, "net.ipv4.conf.xt0.rp_filter=0", "net.ipv4.conf.xt1.rp_filter=0")
+	tp.fib = dumpFIB(t, tp.target.Name)
 	tp.openSockets(t)
 	tp.quiesce(t)
 	return tp
@@ -118,7 +127,69 @@ func (tp *topo) openSockets(t *testing.T) {
 	t.Cleanup(func() { unix.Close(tp.inject) })
 	for _, f := range []xtables.Family{xtables.IPv4, xtables.IPv6} {
 		tp.out[f] = tableSocket(t, tp.target, f) // IPPROTO_RAW: header included
+		for _, id := range Identities {
+			tp.owned[f] = append(tp.owned[f], ownedSocket(t, tp.target, f, id))
+		}
 	}
+}
+
+// ownedSocket is a raw socket in ns whose file carries the credentials
+// id: xt_owner reads the fsuid, fsgid and groups the socket's file was
+// opened with. The thread takes them on for the socket(2) call alone.
+func ownedSocket(t *testing.T, ns *nstest.NS, f xtables.Family, id Identity) int {
+	t.Helper()
+	fd, err := inNetns(ns.Name, func() (int, error) {
+		var fd int
+		err := withCreds(id, func() error {
+			var err error
+			fd, err = unix.Socket(int(f), unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
+			return err
+		})
+		return fd, err
+	})
+	if err != nil {
+		t.Fatalf("socket for %+v in %s: %v", id, ns.Name, err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	return fd
+}
+
+// withCreds runs fn with this thread's fsuid, fsgid and supplementary
+// groups set to id's, through the raw system calls, which (unlike the
+// runtime's wrappers) leave the other threads alone. The caller holds the
+// thread locked.
+func withCreds(id Identity, fn func() error) error {
+	saved := make([]uint32, 65536)
+	n, _, e := unix.RawSyscall(unix.SYS_GETGROUPS, uintptr(len(saved)), uintptr(unsafe.Pointer(&saved[0])), 0)
+	if e != 0 {
+		return fmt.Errorf("getgroups: %w", e)
+	}
+	saved = saved[:n]
+	if err := setGroups(id.Groups); err != nil {
+		return err
+	}
+	gid, _, _ := unix.RawSyscall(unix.SYS_SETFSGID, uintptr(id.GID), 0, 0)
+	uid, _, _ := unix.RawSyscall(unix.SYS_SETFSUID, uintptr(id.UID), 0, 0)
+	err := fn()
+	unix.RawSyscall(unix.SYS_SETFSUID, uid, 0, 0)
+	unix.RawSyscall(unix.SYS_SETFSGID, gid, 0, 0)
+	if rerr := setGroups(saved); rerr != nil {
+		// The thread is stuck with other credentials; inNetns keeps it
+		// locked only while fn runs, so end the test binary instead.
+		panic(fmt.Sprintf("restore groups: %v", rerr))
+	}
+	return err
+}
+
+func setGroups(groups []uint32) error {
+	var p unsafe.Pointer
+	if len(groups) > 0 {
+		p = unsafe.Pointer(&groups[0])
+	}
+	if _, _, e := unix.RawSyscall(unix.SYS_SETGROUPS, uintptr(len(groups)), uintptr(p), 0); e != 0 {
+		return fmt.Errorf("setgroups: %w", e)
+	}
+	return nil
 }
 
 func sysctl(t *testing.T, ns *nstest.NS, kv ...string) {
@@ -145,10 +216,25 @@ func mac(t *testing.T, ns *nstest.NS, dev string) net.HardwareAddr {
 	return m
 }
 
-// Where a packet crosses the target and by which devices.
+// Where a packet crosses the target and by which devices; local-out
+// packets are sent from the socket of Identities[sock].
 type route struct {
 	hook    int
 	in, out string
+	sock    int
+}
+
+// opts is what the kernel knows of a packet sent by r beyond its bytes.
+func (tp *topo) opts(r route) eval.Options {
+	o := eval.Options{FIB: tp.fib}
+	if r.in != "" {
+		o.MAC = (*[6]byte)(tp.srcMAC)
+	}
+	if r.hook == xtables.HookLocalOut {
+		id := Identities[r.sock]
+		o.Sock = &eval.Socket{FSUID: id.UID, FSGID: id.GID, Groups: id.Groups}
+	}
+	return o
 }
 
 // realize rewrites p's addresses so that the topology carries it to hook
@@ -159,9 +245,18 @@ type route struct {
 // before forward, so those fragments reach the hooks as they are.)
 func (tp *topo) realize(rng *rand.Rand, p *Packet, hook int) route {
 	v6 := p.Family == xtables.IPv6
-	safeSrc(rng, p)
+	local := ip(pick(v6, v6Local, v4Local))
+	if hook != xtables.HookLocalOut || !bytes.Equal(p.Src, local) || rng.Intn(2) == 0 {
+		// A local source is only kept on the way out: the kernel drops it
+		// coming in as a martian.
+		safeSrc(rng, p)
+	}
 	if hook != xtables.HookLocalOut && len(p.Ext6) > 0 && p.Ext6[0] == 0 {
-		p.Cut6 = 0 // ipv6_rcv parses hop-by-hop options and drops them truncated
+		// ipv6_rcv parses hop-by-hop options: it drops them truncated,
+		// with a jumbo payload option in a packet that has a length, or
+		// with an option it does not know and may not skip.
+		p.Cut6 = 0
+		p.Hdr.Opts = skippableOpts(p.Hdr.Opts)
 	}
 	switch hook {
 	case xtables.HookLocalIn:
@@ -169,17 +264,18 @@ func (tp *topo) realize(rng *rand.Rand, p *Packet, hook int) route {
 		if !v6 {
 			p.FragOff, p.MoreFrag = 0, false
 		}
-		return route{hook, "xt0", ""}
+		return route{hook: hook, in: "xt0"}
 	case xtables.HookForward:
 		setNet(p.Dst, pick(v6, v6Fwd, v4Fwd))
-		return route{hook, "xt0", "xt1"}
+		return route{hook: hook, in: "xt0", out: "xt1"}
 	}
+	sock := rng.Intn(len(Identities))
 	if rng.Intn(2) == 0 {
 		setNet(p.Dst, pick(v6, v6Fwd, v4Fwd))
-		return route{hook, "", "xt1"}
+		return route{hook, "", "xt1", sock}
 	}
 	setNet(p.Dst, pick(v6, v6Out, v4Out))
-	return route{hook, "", "xt0"}
+	return route{hook, "", "xt0", sock}
 }
 
 func pick(v6 bool, a, b string) string {
@@ -220,7 +316,7 @@ func (tp *topo) send(t *testing.T, f xtables.Family, r route, pkt []byte) {
 	t.Helper()
 	var err error
 	if r.hook == xtables.HookLocalOut {
-		err = unix.Sendto(tp.out[f], pkt, 0, sockaddr(f, pkt))
+		err = unix.Sendto(tp.owned[f][r.sock], pkt, 0, sockaddr(f, pkt))
 		if err == unix.EPERM { // what a local-out DROP looks like to the sender
 			err = nil
 		}

@@ -56,6 +56,17 @@ type Options struct {
 	// the time the packet reaches the hook.
 	State   *State
 	Jiffies uint64
+	// FIB is what addrtype looks IPv4 addresses up in; nil is a namespace
+	// without a local table.
+	FIB *FIB
+	// Sock is the socket that sent the packet; nil is none.
+	Sock *Socket
+	// UserNS holds the ID maps of the namespace's user namespace; nil is
+	// the initial one.
+	UserNS *xtables.UserNS
+	// MAC is the Ethernet source address in front of the packet; nil when
+	// it came from no Ethernet device.
+	MAC *[6]byte
 }
 
 // CT is what xt_state and xt_conntrack read of a packet's conntrack entry.

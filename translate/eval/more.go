@@ -61,6 +61,34 @@ func (w *walk) moreMatch(m *xtables.Match, x *matchCtx) (ok, known bool) {
 		return (w.tos()>>2 == info.DSCP) != (info.Invert != 0), true
 	case *xtables.ECNInfo:
 		return w.ecn(info, x), true
+	case *xtables.AddrTypeInfoV0:
+		return w.addrType(info.Source, info.Dest, info.InvertSource&1|info.InvertDest&1<<1, ""), true
+	case *xtables.AddrTypeInfo:
+		return w.addrTypeV1(info), true
+	case *xtables.OwnerInfo:
+		return w.owner(info), true
+	case *xtables.MACInfo:
+		return w.mac(info), true
+	case *xtables.RtInfo:
+		return w.rt(info, x), true
+	case *xtables.FragInfo:
+		return w.frag(info, x), true
+	case *xtables.OptsInfo:
+		target := uint8(nhHop)
+		if m.Name == "dst" {
+			target = nhDest
+		}
+		return w.optsHdr(info, target, x), true
+	case *xtables.IPv6HeaderInfo:
+		return w.ipv6Header(info, x), true
+	case *xtables.AH6Info:
+		return w.ah6(info, x), true
+	case *xtables.AHInfo:
+		return w.spi(info.SPIs, info.InvFlags, 12, 4, x), true
+	case *xtables.ESPInfo:
+		return w.spi(info.SPIs, info.InvFlags, 8, 0, x), true
+	case *xtables.TCPMSSInfo:
+		return w.tcpmss(info, x), true
 	}
 	return false, false
 }
