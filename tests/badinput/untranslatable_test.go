@@ -97,7 +97,7 @@ func TestFallbackReasonFollowsTable(t *testing.T) {
 		rules           int
 	}{
 		{"*filter\n-A INPUT -m recent --set --name fr" + xt.Name + "\nCOMMIT\n", `chain INPUT rule 1: match "recent"`, 1},
-		{"*filter\n-A INPUT -s 10.0.0.0/8 -j ACCEPT\n-A INPUT -p tcp -j REJECT --reject-with tcp-reset\nCOMMIT\n", `chain INPUT rule 2: target "REJECT"`, 2},
+		{"*filter\n-A INPUT -s 10.0.0.0/8 -j ACCEPT\n-A INPUT -p tcp -j NFLOG --nflog-group 3\nCOMMIT\n", `chain INPUT rule 2: target "NFLOG"`, 2},
 	}
 	for i, s := range steps {
 		if r := d.Run(t, xt, s.restore, "iptables-legacy-restore"); r.Code != 0 {
