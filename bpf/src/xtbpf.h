@@ -129,7 +129,7 @@ struct xt_counter {
 	__u64 bytes;
 };
 
-/* The arguments of a REJECT or LOG rule, at xt_rule.target of the
+/* The arguments of a REJECT or LOG rule, at xt_rule.targ of the
  * generation's target-argument array. */
 struct xt_targ {
 	__u32 arg;	/* REJECT: reject_with; LOG: level */
