@@ -107,7 +107,7 @@ func (o *nsOutput) configure() error {
 	opts := []struct {
 		fd, level, opt, val int
 	}{
-		// icmp_send's socket does not fragment-protect its errors.
+		// icmp_send's socket sends its errors without DF.
 		{o.icmp4, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DONT},
 		// nf_send_reset6 sends flow label 0, from the address it resets.
 		{o.tcp6, unix.IPPROTO_IPV6, unix.IPV6_AUTOFLOWLABEL, 0},

@@ -298,7 +298,7 @@ struct xt_ctl {
 	__u32 arm;
 };
 
-/* The arguments of a REJECT or LOG rule, at xt_rule.target of the
+/* The arguments of a REJECT or LOG rule, at xt_rule.targ of the
  * generation's target-argument array. */
 struct xt_targ {
 	__u32 arg;	/* REJECT: reject_with; LOG: level */
