@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -94,23 +95,54 @@ func (d *Daemon) sweep(s *sweeper) error {
 			delete(s.unseen, cookie)
 		}
 	}
+	var gone []uint64
 	for cookie := range known {
-		if _, gone := byIno[known[cookie]]; !gone {
+		if _, still := byIno[known[cookie]]; !still {
 			delete(s.unseen, cookie)
 			continue
 		}
 		s.unseen[cookie]++
-		if s.unseen[cookie] < sweepConfirm {
-			continue
+		if s.unseen[cookie] >= sweepConfirm {
+			gone = append(gone, cookie)
 		}
-		if err := d.forget(cookie); err != nil {
-			d.log.Warn("free deleted namespace", "err", err)
-			continue
-		}
+	}
+	for _, cookie := range d.forgetAll(gone) {
 		delete(s.unseen, cookie)
 		delete(s.inos, cookie)
 	}
 	return nil
+}
+
+// forgetParallel bounds the namespaces freed at once. Unpinning a
+// namespace's links unregisters its hooks, and each unregistration waits
+// for an RCU grace period: one after the other, hundreds of namespaces
+// deleted together took seconds; side by side the waits overlap.
+const forgetParallel = 16
+
+// forgetAll frees the namespaces and returns those it freed.
+func (d *Daemon) forgetAll(cookies []uint64) []uint64 {
+	var (
+		mu    sync.Mutex
+		freed []uint64
+		wg    sync.WaitGroup
+	)
+	slots := make(chan struct{}, forgetParallel)
+	for _, cookie := range cookies {
+		wg.Add(1)
+		slots <- struct{}{}
+		go func() {
+			defer func() { <-slots; wg.Done() }()
+			if err := d.forget(cookie); err != nil {
+				d.log.Warn("free deleted namespace", "err", err)
+				return
+			}
+			mu.Lock()
+			freed = append(freed, cookie)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return freed
 }
 
 // knownNamespaces maps the cookie of every namespace with a data plane
@@ -175,7 +207,6 @@ func (d *Daemon) recordNetns(cookie uint64, nsf *os.File) error {
 // references that kept it alive.
 func (d *Daemon) forget(cookie uint64) error {
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	if n := d.ns[cookie]; n != nil {
 		d.dropReports(n, xtables.IPv4, xtables.IPv6)
 		for _, f := range n.filters {
@@ -183,6 +214,9 @@ func (d *Daemon) forget(cookie uint64) error {
 		}
 		delete(d.ns, cookie)
 	}
+	// The namespace is gone and out of d.ns: nothing else reaches its
+	// pins and state, so they go without holding up other requests.
+	d.mu.Unlock()
 	dir := filepath.Join(d.cfg.BPFFS, strconv.FormatUint(cookie, 10))
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("sweep netns %d: %w", cookie, err)
