@@ -102,9 +102,13 @@ func (d *Daemon) getInfo(req *request, fam xtables.Family) reply {
 // withFilter runs fn on the caller's filter table of fam under the lock;
 // while the kernel's xtables holds the table, the kernel answers instead.
 func (d *Daemon) withFilter(req *request, fam xtables.Family, op string, fn func(f *filter) reply) reply {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	f, err := d.filterOf(req.sock, fam)
+	cookie, err := req.sock.cookie()
+	if err != nil {
+		return d.internal(op, fmt.Errorf("namespace cookie: %w", err))
+	}
+	n := d.lockNS(cookie)
+	defer n.mu.Unlock()
+	f, err := d.filterOf(n, req.sock, fam)
 	if err != nil {
 		return d.internal(op, err)
 	}
@@ -173,9 +177,13 @@ func (d *Daemon) setReplace(req *request, fam xtables.Family) reply {
 		d.klog.printf(klogWarn, "%s filter: replace refused: %v", famName(fam), err)
 		return errReply(err)
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	f, err := d.filterOf(req.sock, fam)
+	cookie, err := req.sock.cookie()
+	if err != nil {
+		return d.internal("SET_REPLACE", fmt.Errorf("namespace cookie: %w", err))
+	}
+	n := d.lockNS(cookie)
+	defer n.mu.Unlock()
+	f, err := d.filterOf(n, req.sock, fam)
 	if err != nil {
 		return d.internal("SET_REPLACE", err)
 	}

@@ -172,13 +172,13 @@ func (d *Daemon) recordNetns(cookie uint64, nsf *os.File) error {
 // forget drops a deleted namespace: unpinning its links releases the
 // references that kept it alive.
 func (d *Daemon) forget(cookie uint64) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if n := d.ns[cookie]; n != nil {
-		for _, f := range n.filters {
-			f.dp.Close()
-		}
-		delete(d.ns, cookie)
+	n := d.lockNS(cookie)
+	defer n.mu.Unlock()
+	// Dropped last, once the pins are gone: a caller waiting for the
+	// namespace then starts from nothing.
+	defer d.dropNS(n)
+	for _, f := range n.filters {
+		f.dp.Close()
 	}
 	dir := filepath.Join(d.cfg.BPFFS, strconv.FormatUint(cookie, 10))
 	if err := os.RemoveAll(dir); err != nil {
