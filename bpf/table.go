@@ -60,7 +60,7 @@ func Open(dir string, f xtables.Family) (*Table, error) {
 		return nil, fmt.Errorf("open data plane: family %d", f)
 	}
 	if err := CheckBPFFS(dir); err != nil {
-		return nil, fmt.Errorf("open data plane: %w", err)
+		return nil, err
 	}
 	spec, err := loadClassifier()
 	if err != nil {
@@ -103,7 +103,7 @@ func CheckBPFFS(dir string) error {
 		return fmt.Errorf("%w: statfs %s: %w", ErrUnavailable, dir, err)
 	}
 	if st.Type != unix.BPF_FS_MAGIC {
-		return fmt.Errorf("%w: %s is not on a bpf filesystem (mount -t bpf bpf %s)", ErrUnavailable, dir, filepath.Dir(dir))
+		return fmt.Errorf("%w: %s is not on a bpf filesystem (mount one there or above it: mount -t bpf bpf DIR)", ErrUnavailable, dir)
 	}
 	return nil
 }

@@ -105,9 +105,13 @@ func (d *Daemon) getInfo(req *request, fam xtables.Family) reply {
 // withFilter runs fn on the caller's filter table of fam under the lock;
 // while the kernel's xtables holds the table, the kernel answers instead.
 func (d *Daemon) withFilter(req *request, fam xtables.Family, op string, fn func(f *filter) reply) reply {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	f, err := d.filterOf(req.sock, fam)
+	cookie, err := req.sock.cookie()
+	if err != nil {
+		return d.internal(op, fmt.Errorf("namespace cookie: %w", err))
+	}
+	n := d.lockNS(cookie)
+	defer n.mu.Unlock()
+	f, err := d.filterOf(n, req.sock, fam)
 	if err != nil {
 		return d.internal(op, err)
 	}
@@ -177,9 +181,13 @@ func (d *Daemon) setReplace(req *request, fam xtables.Family) reply {
 		d.klog.printf(klogWarn, "%s filter: replace refused: %v", famName(fam), err)
 		return errReply(err)
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	f, err := d.filterOf(req.sock, fam)
+	cookie, err := req.sock.cookie()
+	if err != nil {
+		return d.internal("SET_REPLACE", fmt.Errorf("namespace cookie: %w", err))
+	}
+	n := d.lockNS(cookie)
+	defer n.mu.Unlock()
+	f, err := d.filterOf(n, req.sock, fam)
 	if err != nil {
 		return d.internal("SET_REPLACE", err)
 	}
@@ -190,7 +198,7 @@ func (d *Daemon) setReplace(req *request, fam xtables.Family) reply {
 	if err != nil {
 		return d.internal("SET_REPLACE", err)
 	}
-	old, err := d.install(j, req.sock, f, r)
+	old, err := d.install(j, req.sock, n, f, r)
 	if err != nil {
 		d.klog.printf(klogWarn, "%s filter: replace failed, the table in force stays: %v", famName(fam), err)
 		return errReply(err)
@@ -202,7 +210,7 @@ func (d *Daemon) setReplace(req *request, fam xtables.Family) reply {
 
 // install puts r in force in BPF when it translates, otherwise in the
 // kernel (fallback) or nowhere (strict).
-func (d *Daemon) install(j *journal, ks kernelSock, f *filter, r *xtables.Replace) ([]xtables.Counters, error) {
+func (d *Daemon) install(j *journal, ks kernelSock, n *nsState, f *filter, r *xtables.Replace) ([]xtables.Counters, error) {
 	plan, err := translate.Build(&r.Table)
 	if err == nil {
 		wasKernel := f.kernel
@@ -212,7 +220,7 @@ func (d *Daemon) install(j *journal, ks kernelSock, f *filter, r *xtables.Replac
 			d.klog.printf(klogInfo, "%s filter: table runs in BPF again", famName(f.fam))
 		}
 		if err == nil && plan.Reports {
-			d.startReports(ks, f)
+			d.startReports(ks, n, f)
 		}
 		// The data plane refuses, before it changes anything, a plan
 		// that its hashlimit tables in force make it unable to run
@@ -238,18 +246,14 @@ func (d *Daemon) install(j *journal, ks kernelSock, f *filter, r *xtables.Replac
 // startReports makes the daemon act on the REJECT and LOG rules of a
 // table just put in force. The rules are in force either way: should this
 // fail, they drop (REJECT) and go on (LOG) without reply or line.
-func (d *Daemon) startReports(ks kernelSock, f *filter) {
+func (d *Daemon) startReports(ks kernelSock, n *nsState, f *filter) {
 	err := func() error {
-		cookie, err := ks.cookie()
-		if err != nil {
-			return err
-		}
 		nsf, err := ks.netns()
 		if err != nil {
 			return err
 		}
 		defer nsf.Close()
-		return d.attachReports(d.ns[cookie], f, nsf)
+		return d.attachReports(n, f, nsf)
 	}()
 	if err != nil {
 		d.klog.printf(klogWarn, "%s filter: REJECT sends no replies and LOG writes no lines: %v", famName(f.fam), err)

@@ -179,6 +179,16 @@ func (f *filter) next(kernel bool, reason string, t *xtables.Table, slot uint32)
 		Entries: xtables.EncodeEntries(f.fam, t.Entries), Added: make([]xtables.Counters, len(t.Entries))}
 }
 
+// flipped is the state f reaches when t is put in force by an Install,
+// in the generation packets do not use now.
+func (f *filter) flipped(kernel bool, reason string, t *xtables.Table) (*saved, error) {
+	cur, err := f.dp.Active()
+	if err != nil {
+		return nil, err
+	}
+	return f.next(kernel, reason, t, cur^1), nil
+}
+
 // apply makes s, whose table is t, the state of f.
 func (f *filter) apply(s *saved, t *xtables.Table) {
 	f.seq, f.slot, f.kernel, f.reason = s.Seq, s.Slot, s.Kernel, s.Reason
@@ -195,7 +205,10 @@ func (f *filter) replaceBPF(r *xtables.Replace, plan *translate.Plan, ks kernelS
 	if err := xtables.CheckCounters(r, uint32(len(f.table.Entries))); err != nil {
 		return nil, err
 	}
-	next := f.next(false, "", &r.Table, f.slot^1)
+	next, err := f.flipped(false, "", &r.Table)
+	if err != nil {
+		return nil, err
+	}
 	if err := j.begin(next); err != nil {
 		return nil, err
 	}
@@ -205,18 +218,19 @@ func (f *filter) replaceBPF(r *xtables.Replace, plan *translate.Plan, ks kernelS
 		return nil, fmt.Errorf("install: %w", dataplaneErrno(err))
 	}
 	if err := j.commit(next); err != nil {
-		return nil, f.undo(err, ks, false)
+		return nil, f.undo(err, ks, next.Slot^1, false)
 	}
 	old := sumCounters(f.added, live)
 	f.apply(next, &r.Table)
 	return old, nil
 }
 
-// undo puts f's own table back in force after a change failed with err,
-// giving the kernel back its empty table when the change had filled it.
-func (f *filter) undo(err error, ks kernelSock, kernelFilled bool) error {
+// undo puts f's own table, in generation was, back in force after a
+// change failed with err, giving the kernel back its empty table when the
+// change had filled it.
+func (f *filter) undo(err error, ks kernelSock, was uint32, kernelFilled bool) error {
 	var errs []error
-	if rerr := f.dp.Activate(f.slot); rerr != nil {
+	if rerr := f.dp.Activate(was); rerr != nil {
 		errs = append(errs, rerr)
 	}
 	if kernelFilled {
@@ -242,7 +256,10 @@ func (f *filter) kernelToBPF(r *xtables.Replace, plan *translate.Plan, ks kernel
 	if err := xtables.CheckCounters(r, ki.NumEntries); err != nil {
 		return nil, err
 	}
-	next := f.next(false, "", &r.Table, f.slot^1)
+	next, err := f.flipped(false, "", &r.Table)
+	if err != nil {
+		return nil, err
+	}
 	if err := j.begin(next); err != nil {
 		return nil, err
 	}
@@ -251,7 +268,7 @@ func (f *filter) kernelToBPF(r *xtables.Replace, plan *translate.Plan, ks kernel
 		return nil, fmt.Errorf("install: %w", dataplaneErrno(err))
 	}
 	if err := j.commit(next); err != nil {
-		return nil, f.undo(err, ks, false)
+		return nil, f.undo(err, ks, next.Slot^1, false)
 	}
 	empty, err := xtables.InitialTable(f.fam, "filter")
 	if err != nil {
@@ -261,7 +278,7 @@ func (f *filter) kernelToBPF(r *xtables.Replace, plan *translate.Plan, ks kernel
 	if err != nil {
 		// The kernel still holds the old rules: hand the table back to it
 		// rather than run both, and save that again.
-		err = f.undo(fmt.Errorf("empty kernel table: %w", err), ks, false)
+		err = f.undo(fmt.Errorf("empty kernel table: %w", err), ks, next.Slot^1, false)
 		f.seq = next.Seq + 1
 		if serr := j.save(f.snapshot()); serr != nil {
 			err = fmt.Errorf("%w (and saving the table back in the kernel failed: %v)", err, serr)
@@ -286,7 +303,10 @@ func (f *filter) replaceKernel(r *xtables.Replace, reason string, ks kernelSock,
 	if err != nil {
 		return nil, err
 	}
-	next := f.next(true, reason, &r.Table, f.slot^1)
+	next, err := f.flipped(true, reason, &r.Table)
+	if err != nil {
+		return nil, err
+	}
 	if err := j.begin(next); err != nil {
 		return nil, err
 	}
@@ -299,10 +319,10 @@ func (f *filter) replaceKernel(r *xtables.Replace, reason string, ks kernelSock,
 	faultpoint.Reach("umh.kernel-replaced")
 	live, err := f.dp.Install(translate.Passthrough(f.fam))
 	if err != nil {
-		return nil, f.undo(fmt.Errorf("step data plane aside: %w", dataplaneErrno(err)), ks, true)
+		return nil, f.undo(fmt.Errorf("step data plane aside: %w", dataplaneErrno(err)), ks, next.Slot^1, true)
 	}
 	if err := j.commit(next); err != nil {
-		return nil, f.undo(err, ks, true)
+		return nil, f.undo(err, ks, next.Slot^1, true)
 	}
 	old := sumCounters(f.added, live)
 	f.apply(next, &r.Table)

@@ -40,16 +40,15 @@ func (d *Daemon) status(ks kernelSock) *wire.Reply {
 	if err != nil {
 		return toWire(errReply(err))
 	}
-	d.mu.Lock()
 	st := Status{Netns: cookie, Mode: d.cfg.Mode, Tables: []TableStatus{}}
-	if n := d.ns[cookie]; n != nil {
+	if n := d.lockKnownNS(cookie); n != nil {
 		for _, fam := range []xtables.Family{xtables.IPv4, xtables.IPv6} {
 			if f := n.filters[fam]; f != nil {
 				st.Tables = append(st.Tables, f.status())
 			}
 		}
+		n.mu.Unlock()
 	}
-	d.mu.Unlock()
 	b, err := json.Marshal(st)
 	if err != nil {
 		return toWire(errReply(err))
