@@ -1326,6 +1326,31 @@ static __always_inline int setup(struct walk *w, struct bpf_nf_ctx *ctx, __u32 g
 	return bpf_dynptr_from_skb((struct __sk_buff *)ctx->skb, 0, &w->ptr);
 }
 
+/* A built-in chain with no rules: ipt_do_table matches its policy entry
+ * at once (no address, protocol or match to test, nothing to hot-drop),
+ * so neither parsing nor the walk's scratch and stack are needed. */
+static __always_inline int policy_only(struct bpf_nf_ctx *ctx, const struct xt_meta *m, __u32 g, __u32 idx)
+{
+	void *rulemap = bpf_map_lookup_elem(&rules, &g);
+	void *countmap = bpf_map_lookup_elem(&counters, &g);
+	const struct xt_rule *r;
+	struct xt_counter *c;
+	__u32 key;
+
+	if (!rulemap || !countmap)
+		return NF_DROP;
+	r = bpf_map_lookup_elem(rulemap, &idx);
+	if (!r)
+		return NF_DROP;
+	key = bpf_get_smp_processor_id() * m->nrules + idx;
+	c = bpf_map_lookup_elem(countmap, &key);
+	if (c) {
+		__sync_fetch_and_add(&c->packets, 1);
+		__sync_fetch_and_add(&c->bytes, ctx->skb->len);
+	}
+	return r->verdict == V_ACCEPT ? NF_ACCEPT : NF_DROP;
+}
+
 SEC("netfilter")
 int xtbpf_filter(struct bpf_nf_ctx *ctx)
 {
@@ -1344,6 +1369,8 @@ int xtbpf_filter(struct bpf_nf_ctx *ctx)
 		return NF_ACCEPT;
 	if (hook >= NUM_HOOKS || !(m->hooks & (1U << hook)))
 		return NF_ACCEPT;
+	if (m->entry[hook] == m->underflow[hook])
+		return policy_only(ctx, m, g, m->entry[hook]);
 	w.busy = bpf_map_lookup_elem(&busy, &zero);
 	if (!w.busy)
 		return NF_DROP;
