@@ -111,6 +111,10 @@ func CheckBPFFS(dir string) error {
 func (t *Table) load(spec *ebpf.CollectionSpec) error {
 	prog, err := ebpf.LoadPinnedProgram(filepath.Join(t.dir, progPin), nil)
 	if err == nil {
+		if err := t.checkLayout(); err != nil {
+			prog.Close()
+			return err
+		}
 		t.prog = prog
 		if t.ctlProg, err = ebpf.LoadPinnedProgram(filepath.Join(t.dir, ctlPin), nil); err != nil {
 			prog.Close()
@@ -151,6 +155,10 @@ func (t *Table) load(spec *ebpf.CollectionSpec) error {
 		}
 	}
 	t.prog, t.ctlProg, t.maps = objs.XtbpfFilter, objs.XtbpfCtl, objs.classifierMaps
+	if err := t.stampLayout(); err != nil {
+		t.Close()
+		return err
+	}
 	return nil
 }
 
@@ -214,7 +222,7 @@ func (t *Table) Remove() error {
 		errs = append(errs, removePin(filepath.Join(t.dir, linkPin(h))))
 	}
 	errs = append(errs, t.holdConntrack(false), t.Close())
-	errs = append(errs, removePin(filepath.Join(t.dir, progPin)), removePin(filepath.Join(t.dir, ctlPin)))
+	errs = append(errs, removePin(filepath.Join(t.dir, progPin)), removePin(filepath.Join(t.dir, ctlPin)), removePin(filepath.Join(t.dir, layoutPin)))
 	for _, name := range mapNames {
 		errs = append(errs, removePin(filepath.Join(t.dir, name)))
 	}

@@ -59,6 +59,13 @@ func newFilter(fam xtables.Family, dir string, netns *os.File, plan *translate.P
 		}
 	}
 	dp, err := bpf.Open(dir, fam)
+	if errors.Is(err, bpf.ErrOtherLayout) {
+		// Another build's pins with no table saved for them: nothing
+		// in them is worth keeping.
+		if err = os.RemoveAll(dir); err == nil {
+			dp, err = bpf.Open(dir, fam)
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open data plane: %w", err)
 	}

@@ -183,6 +183,9 @@ func (d *Daemon) restoreFilter(ks kernelSock, cookie uint64, fam xtables.Family,
 		return nil, err
 	}
 	dp, err := bpf.Open(dir, fam)
+	if errors.Is(err, bpf.ErrOtherLayout) {
+		return d.upgrade(ks, cookie, fam, nsf, s, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("reopen data plane: %w", err)
 	}
