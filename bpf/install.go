@@ -72,6 +72,7 @@ func (t *Table) Install(p *translate.Plan) ([]Counter, error) {
 		t.dropHtables(fresh)
 		return nil, fmt.Errorf("install: %w", err)
 	}
+	t.step("flip and grace period")
 	if err := t.noteBucketInit(p, tables); err != nil {
 		return nil, fmt.Errorf("install: %w", err)
 	}
@@ -86,6 +87,7 @@ func (t *Table) Install(p *translate.Plan) ([]Counter, error) {
 		}
 		return nil, err
 	}
+	t.step("read old counters")
 	return old, nil
 }
 
@@ -162,6 +164,7 @@ func (t *Table) fill(g uint32, p *translate.Plan, tables map[string]*htable) err
 	if err != nil {
 		return err
 	}
+	t.step("prepare and encode records")
 	faultpoint.Reach("bpf.create-maps")
 	gen, err := t.newGeneration(sizes{
 		rules: len(e.rules), matches: len(e.matches), exts: len(e.exts), rates: len(e.rates), targs: len(e.targs),
@@ -172,6 +175,7 @@ func (t *Table) fill(g uint32, p *translate.Plan, tables map[string]*htable) err
 		return err
 	}
 	defer gen.close()
+	t.step("create maps")
 	writes := []struct {
 		what      string
 		m         *ebpf.Map
@@ -196,6 +200,7 @@ func (t *Table) fill(g uint32, p *translate.Plan, tables map[string]*htable) err
 			return fmt.Errorf("write %s: %w", w.what, err)
 		}
 	}
+	t.step("write maps")
 	for _, pub := range []struct {
 		outer, inner *ebpf.Map
 	}{{t.maps.Rules, gen.rules}, {t.maps.Matches, gen.matches}, {t.maps.Exts, gen.exts}, {t.maps.Counters, gen.counters}, {t.maps.Stacks, gen.stack},
@@ -208,6 +213,7 @@ func (t *Table) fill(g uint32, p *translate.Plan, tables map[string]*htable) err
 	if err := t.maps.Meta.Put(g, &m); err != nil {
 		return fmt.Errorf("write meta: %w", err)
 	}
+	t.step("publish")
 	return nil
 }
 
