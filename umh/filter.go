@@ -39,9 +39,9 @@ type filter struct {
 	// as GET_ENTRIES hands them out with zero counters: each is built once
 	// per table rather than once per request (nil: not yet).
 	saved, user []byte
-	dp      *bpf.Table
-	updated time.Time
-	latency time.Duration
+	dp          *bpf.Table
+	updated     time.Time
+	latency     time.Duration
 	// stages are the steps of the last replace; addLatency is the time
 	// of the last SET_ADD_COUNTERS, which iptables sends after one.
 	stages     []Stage
@@ -153,7 +153,10 @@ func (f *filter) entries(header []byte) ([]byte, error) {
 		return nil, err
 	}
 	if f.user == nil {
-		f.user = xtables.EncodeUserEntries(f.fam, f.table.Entries)
+		f.user = f.encoded()
+		if xtables.UserDiffers(f.fam, f.table.Entries) {
+			f.user = xtables.EncodeUserEntries(f.fam, f.table.Entries)
+		}
 	}
 	out := make([]byte, 0, len(header)+len(f.user))
 	out = append(append(out, header...), f.user...)

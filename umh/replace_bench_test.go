@@ -39,6 +39,7 @@ func benchReplace(b *testing.B, rules int) {
 	h.replace(b, base)
 	stages := map[string]int64{}
 	var order []string
+	written := 0
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := range b.N {
@@ -55,8 +56,10 @@ func benchReplace(b *testing.B, rules int) {
 		}
 		stages["ADD_COUNTERS"] += h.filter().addLatency.Microseconds()
 		stages["GET_ENTRIES"] += h.getUS
+		written += h.filter().dp.Written()
 	}
 	b.StopTimer()
+	b.ReportMetric(float64(written)/float64(b.N), "map-entries-written/op")
 	for _, name := range append(order, "GET_ENTRIES", "ADD_COUNTERS") {
 		b.ReportMetric(float64(stages[name])/1000/float64(b.N), strings.ReplaceAll(name, " ", "_")+"-ms/op")
 	}

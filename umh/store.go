@@ -53,7 +53,7 @@ func (d *Daemon) save(cookie uint64, f *filter) error {
 }
 
 func writeState(path string, s *saved) error {
-	b, err := encodeState(s)
+	parts, err := stateParts(s)
 	if err != nil {
 		return err
 	}
@@ -61,7 +61,8 @@ func writeState(path string, s *saved) error {
 		return fmt.Errorf("state dir: %w", stateErrno(err))
 	}
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	if err := writeParts(tmp, parts); err != nil {
+		os.Remove(tmp)
 		return fmt.Errorf("write state: %w", stateErrno(err))
 	}
 	if err := os.Rename(tmp, path); err != nil {
@@ -69,6 +70,20 @@ func writeState(path string, s *saved) error {
 		return fmt.Errorf("write state: %w", stateErrno(err))
 	}
 	return nil
+}
+
+func writeParts(path string, parts [][]byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	for _, p := range parts {
+		if _, err := f.Write(p); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	return f.Close()
 }
 
 // linkState gives the file at from the name to as well, atomically.

@@ -21,3 +21,29 @@ func PutCounters(f Family, blob []byte, c []Counters) error {
 	}
 	return nil
 }
+
+// UserDiffers says whether GET_ENTRIES shows entries other than as
+// EncodeEntries lays them out: when a match payload has bytes past what
+// its extension shows user space (kernel state, or padding not zero),
+// which the kernel returns as zeros. It answers true for any match that
+// keeps state, whether or not it holds some.
+func UserDiffers(f Family, entries []Entry) bool {
+	for i := range entries {
+		for k := range entries[i].Matches {
+			m := &entries[i].Matches[k]
+			x := matchExts[extKey{f, m.Name, m.Revision}]
+			if x == nil || len(m.Data) != xtAlign(x.size) {
+				continue
+			}
+			if x.usersize != 0 {
+				return true
+			}
+			for _, b := range m.Data[x.size:] {
+				if b != 0 {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
