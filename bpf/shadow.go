@@ -56,6 +56,12 @@ func fits(c, n int) bool { return c >= n && c <= 2*headroom(n) }
 // map's content, nil when it holds nothing known) at their index, and
 // returns how many it wrote.
 func writeArray[T any](m *ebpf.Map, vals []T, now, old []uint64) (int, error) {
+	if len(old) == 0 && len(vals) > 0 {
+		if _, err := m.BatchUpdate(seq(len(vals)), vals, nil); err != nil {
+			return 0, err
+		}
+		return len(vals), nil
+	}
 	var keys []uint32
 	var changed []T
 	for i := range vals {
