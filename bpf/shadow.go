@@ -26,8 +26,8 @@ import (
 // grows, the jump stack (scratch, nothing to keep).
 type shadow struct {
 	rules, matches, exts, targs, segs, cands []uint64
-	prefixes                                map[classifierXtPrefixKey]classifierXtSpan
-	values                                  map[classifierXtValueKey]classifierXtSpan
+	prefixes                                 map[classifierXtPrefixKey]classifierXtSpan
+	values                                   map[classifierXtValueKey]classifierXtSpan
 }
 
 var recordSeed = maphash.MakeSeed()
