@@ -37,6 +37,23 @@ type Table struct {
 	ns      *os.File // the namespace Attach hooked into, nil before
 	// hl holds the hashlimit tables by name (see ratelimit.go).
 	hl map[string]*htable
+	// Step, when set, hears the end of each step of an Install by name,
+	// so that the caller can tell where the time of a change goes.
+	Step func(name string)
+	// shadows are what each generation's maps hold (see shadow.go), nil
+	// when not known; written counts the entries the last Install wrote.
+	shadows [2]*shadow
+	written int
+}
+
+// Written is how many map entries the last Install wrote: what a change
+// cost the data plane.
+func (t *Table) Written() int { return t.written }
+
+func (t *Table) step(name string) {
+	if t.Step != nil {
+		t.Step(name)
+	}
 }
 
 // innerSpecs are the templates Install sizes its per-plan maps from, and

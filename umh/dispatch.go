@@ -133,16 +133,14 @@ func (d *Daemon) getEntries(req *request, fam xtables.Family) reply {
 		if size != f.table.Size {
 			return errReply(unix.EAGAIN)
 		}
-		blob, err := f.entries()
-		if err != nil {
-			return d.internal("GET_ENTRIES", err)
-		}
 		// The kernel writes only the entries; the header stays as the
 		// caller's buffer had it.
 		const header = 40
-		out := make([]byte, 0, header+len(blob))
-		out = append(out, req.payload[:header]...)
-		return reply{payload: append(out, blob...), optlen: req.optlen}
+		out, err := f.entries(req.payload[:header])
+		if err != nil {
+			return d.internal("GET_ENTRIES", err)
+		}
+		return reply{payload: out, optlen: req.optlen}
 	})
 }
 
@@ -159,10 +157,12 @@ func (d *Daemon) setAddCounters(req *request, fam xtables.Family) reply {
 		if err != nil {
 			return d.internal("ADD_COUNTERS", err)
 		}
+		start := time.Now()
 		if err := f.addCounters(a, j); err != nil {
 			d.klog.printf(klogWarn, "%s filter: counters not added: %v", famName(fam), err)
 			return errReply(err)
 		}
+		f.addLatency = time.Since(start)
 		return reply{}
 	})
 }
@@ -172,8 +172,10 @@ func (d *Daemon) setReplace(req *request, fam xtables.Family) reply {
 		return passReply
 	}
 	start := time.Now()
+	clock := newStageClock()
 	r, err := xtables.DecodeReplace(fam, req.payload)
 	if err == nil {
+		clock.mark("decode")
 		r.UserNS = req.userns
 		err = xtables.Validate(r)
 	}
@@ -198,20 +200,24 @@ func (d *Daemon) setReplace(req *request, fam xtables.Family) reply {
 	if err != nil {
 		return d.internal("SET_REPLACE", err)
 	}
+	clock.mark("validate and lock")
+	j.clock = clock
 	old, err := d.install(j, req.sock, n, f, r)
 	if err != nil {
 		d.klog.printf(klogWarn, "%s filter: replace failed, the table in force stays: %v", famName(fam), err)
 		return errReply(err)
 	}
-	f.updated, f.latency = time.Now(), time.Since(start)
+	out := xtables.EncodeCounters(old)
+	clock.mark("reply")
+	f.updated, f.latency, f.stages = time.Now(), time.Since(start), clock.stages
 	d.trim.after(len(r.Entries))
-	return reply{payload: xtables.EncodeCounters(old), counters: true}
+	return reply{payload: out, counters: true}
 }
 
 // install puts r in force in BPF when it translates, otherwise in the
 // kernel (fallback) or nowhere (strict).
 func (d *Daemon) install(j *journal, ks kernelSock, n *nsState, f *filter, r *xtables.Replace) ([]xtables.Counters, error) {
-	plan, err := translate.Build(&r.Table)
+	plan, err := d.compile(j, &r.Table)
 	if err == nil {
 		wasKernel := f.kernel
 		var old []xtables.Counters
@@ -241,6 +247,21 @@ func (d *Daemon) install(j *journal, ks kernelSock, n *nsState, f *filter, r *xt
 		d.klog.printf(klogInfo, "%s filter: handed to the kernel's xtables: %v", famName(f.fam), un)
 	}
 	return old, kerr
+}
+
+// compile is translate.Build, its two halves timed.
+func (d *Daemon) compile(j *journal, t *xtables.Table) (*translate.Plan, error) {
+	ir, err := translate.Lift(t)
+	if err != nil {
+		return nil, err
+	}
+	j.mark("lift")
+	plan, err := translate.Compile(ir)
+	if err != nil {
+		return nil, err
+	}
+	j.mark("compile and index")
+	return plan, nil
 }
 
 // startReports makes the daemon act on the REJECT and LOG rules of a

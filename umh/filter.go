@@ -34,10 +34,18 @@ type filter struct {
 	table *xtables.Table
 	// added holds what SET_ADD_COUNTERS added to each entry; the live
 	// counts come from the data plane and the two are summed on read.
-	added   []xtables.Counters
-	dp      *bpf.Table
-	updated time.Time
-	latency time.Duration
+	added []xtables.Counters
+	// saved is table's entries encoded as the state file keeps them, user
+	// as GET_ENTRIES hands them out with zero counters: each is built once
+	// per table rather than once per request (nil: not yet).
+	saved, user []byte
+	dp          *bpf.Table
+	updated     time.Time
+	latency     time.Duration
+	// stages are the steps of the last replace; addLatency is the time
+	// of the last SET_ADD_COUNTERS, which iptables sends after one.
+	stages     []Stage
+	addLatency time.Duration
 	// sink reads the data plane's REJECT and LOG reports, once it has a
 	// report ring.
 	sink *ringSink
@@ -144,19 +152,33 @@ func (f *filter) info() xtables.Info {
 	return xtables.InfoOf(f.table)
 }
 
-// entries encodes the table with its current counters, as GET_ENTRIES
-// returns it.
-func (f *filter) entries() ([]byte, error) {
+// entries is header followed by the table with its current counters, as
+// GET_ENTRIES returns it.
+func (f *filter) entries(header []byte) ([]byte, error) {
 	c, err := f.counters()
 	if err != nil {
 		return nil, err
 	}
-	es := make([]xtables.Entry, len(f.table.Entries))
-	copy(es, f.table.Entries)
-	for i := range es {
-		es[i].Counters = c[i]
+	if f.user == nil {
+		f.user = f.encoded()
+		if xtables.UserDiffers(f.fam, f.table.Entries) {
+			f.user = xtables.EncodeUserEntries(f.fam, f.table.Entries)
+		}
 	}
-	return xtables.EncodeUserEntries(f.fam, es), nil
+	out := make([]byte, 0, len(header)+len(f.user))
+	out = append(append(out, header...), f.user...)
+	if err := xtables.PutCounters(f.fam, out[len(header):], c); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// encoded is the table's entries as saved.
+func (f *filter) encoded() []byte {
+	if f.saved == nil {
+		f.saved = xtables.EncodeEntries(f.fam, f.table.Entries)
+	}
+	return f.saved
 }
 
 // addCounters adds to the entries' counters, saved first: counters the
@@ -199,7 +221,7 @@ func (f *filter) flipped(kernel bool, reason string, t *xtables.Table) (*saved, 
 // apply makes s, whose table is t, the state of f.
 func (f *filter) apply(s *saved, t *xtables.Table) {
 	f.seq, f.slot, f.kernel, f.reason = s.Seq, s.Slot, s.Kernel, s.Reason
-	f.table = t
+	f.table, f.saved, f.user = t, s.Entries, nil
 	f.added = make([]xtables.Counters, len(t.Entries))
 }
 
@@ -216,11 +238,12 @@ func (f *filter) replaceBPF(r *xtables.Replace, plan *translate.Plan, ks kernelS
 	if err != nil {
 		return nil, err
 	}
+	j.mark("encode state")
 	if err := j.begin(next); err != nil {
 		return nil, err
 	}
 	defer j.done()
-	live, err := f.dp.Install(plan)
+	live, err := f.install(j, plan)
 	if err != nil {
 		return nil, fmt.Errorf("install: %w", dataplaneErrno(err))
 	}
@@ -230,6 +253,15 @@ func (f *filter) replaceBPF(r *xtables.Replace, plan *translate.Plan, ks kernelS
 	old := sumCounters(f.added, live)
 	f.apply(next, &r.Table)
 	return old, nil
+}
+
+// install is dp.Install with its steps timed on j's clock.
+func (f *filter) install(j *journal, plan *translate.Plan) ([]bpf.Counter, error) {
+	if j.clock != nil {
+		f.dp.Step = j.clock.mark
+		defer func() { f.dp.Step = nil }()
+	}
+	return f.dp.Install(plan)
 }
 
 // undo puts f's own table, in generation was, back in force after a

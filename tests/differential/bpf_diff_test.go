@@ -126,6 +126,18 @@ func bulkOne(t *testing.T, bt *bpf.Table, s int64, rs *Ruleset, perSet int, opts
 	if _, err := bt.Install(plan); err != nil {
 		fail("Install: %v", err)
 	}
+	checkPackets(t, bt, s, rs, tbl, plan, perSet, opts)
+	return max(len(plan.Index.Segments)-1, 0)
+}
+
+// checkPackets sends perSet random packets through the installed plan
+// and through the evaluator of tbl: every verdict and, at the end, every
+// rule's packet counter must agree. It returns the evaluator's counts.
+func checkPackets(t *testing.T, bt *bpf.Table, s int64, rs *Ruleset, tbl *xtables.Table, plan *translate.Plan, perSet int, opts eval.Options) []uint64 {
+	t.Helper()
+	fail := func(format string, args ...any) {
+		t.Fatalf("seed %d: %s\nruleset:\n%s", s, fmt.Sprintf(format, args...), rs.Restore())
+	}
 	want := make([]uint64, len(tbl.Entries))
 	rng := rand.New(rand.NewSource(s ^ 0xb01c))
 	runs := make([]run, 0, perSet)
@@ -159,7 +171,7 @@ func bulkOne(t *testing.T, bt *bpf.Table, s int64, rs *Ruleset, perSet int, opts
 			fail("entry %d: BPF counter %d, evaluator %d%s", i, counterAt(cs, i), want[i], culprit(t, bt, plan, rs.Family, runs))
 		}
 	}
-	return max(len(plan.Index.Segments)-1, 0)
+	return want
 }
 
 // run is one test-run packet and the evaluator's result for it.
