@@ -123,11 +123,9 @@ func (p *Plan) buildIndex(ir *Table) {
 
 // indexChain files each rule under its field and lays out the lists.
 func (p *Plan) indexChain(f xtables.Family, rules []*Rule) {
-	sets := make([][numFields]keyset, len(rules))
+	sets := make([]*[numFields]keyset, len(rules))
 	for i, r := range rules {
-		for fld := FieldSrc; fld < numFields; fld++ {
-			sets[i][fld] = keysOf(f, fld, r)
-		}
+		sets[i] = ruleKeys(f, r)
 	}
 	under := fileRules(sets)
 	parts := make([][]int, numFields) // rule positions per field
@@ -164,7 +162,7 @@ func (p *Plan) indexChain(f xtables.Family, rules []*Rule) {
 
 // fileRules picks each rule's field: the one where the fewest rules of
 // the chain share its key, so that lists stay short.
-func fileRules(sets [][numFields]keyset) []Field {
+func fileRules(sets []*[numFields]keyset) []Field {
 	prefixes := make(map[PrefixKey]int, len(sets))
 	values := make(map[ValueKey]int, len(sets))
 	for _, s := range sets {
@@ -207,7 +205,7 @@ func fileRules(sets [][numFields]keyset) []Field {
 
 // addPart lays out the index of field fld for the rules at positions
 // idx, or reports that it would take more room than the budget allows.
-func (p *Plan) addPart(id uint32, fld Field, rules []*Rule, sets [][numFields]keyset, idx []int) bool {
+func (p *Plan) addPart(id uint32, fld Field, rules []*Rule, sets []*[numFields]keyset, idx []int) bool {
 	x := &p.Index
 	if fld == FieldSrc || fld == FieldDst {
 		lists := prefixLists(rules, sets, fld, idx)
@@ -281,7 +279,7 @@ func total[K comparable](lists map[K][]uint32) int {
 // prefixLists gives each prefix the rules whose prefix holds it (its
 // own and shorter ones above it): the longest prefix holding a packet's
 // address then lists every rule whose address test the packet passes.
-func prefixLists(rules []*Rule, sets [][numFields]keyset, fld Field, idx []int) map[PrefixKey][]uint32 {
+func prefixLists(rules []*Rule, sets []*[numFields]keyset, fld Field, idx []int) map[PrefixKey][]uint32 {
 	own := make(map[PrefixKey][]uint32, len(idx))
 	lens := map[int]bool{}
 	for _, i := range idx {
@@ -303,7 +301,7 @@ func prefixLists(rules []*Rule, sets [][numFields]keyset, fld Field, idx []int) 
 	return out
 }
 
-func valueLists(rules []*Rule, sets [][numFields]keyset, fld Field, idx []int) map[uint32][]uint32 {
+func valueLists(rules []*Rule, sets []*[numFields]keyset, fld Field, idx []int) map[uint32][]uint32 {
 	out := make(map[uint32][]uint32, len(idx))
 	for _, i := range idx {
 		for _, v := range sets[i][fld].values {

@@ -44,6 +44,9 @@ type Rule struct {
 	IP      IPMatch
 	Matches []Match
 	Verdict Verdict
+	// lifted is the entry's lift as an entry cache keeps it, if it has
+	// one.
+	lifted *lifted
 }
 
 // IPMatch is the header part of an entry, with the family's quirks

@@ -14,6 +14,10 @@ var builtinNames = [xtables.NumHooks]string{"PREROUTING", "INPUT", "FORWARD", "O
 // offsets to entry indexes and decodes every rule into the IR. Anything
 // it cannot translate exactly is reported as *Unsupported.
 func Lift(t *xtables.Table) (*Table, error) {
+	return lift(t, nil)
+}
+
+func lift(t *xtables.Table, refs []*xtables.CachedEntry) (*Table, error) {
 	index := make(map[uint32]int, len(t.Entries))
 	for i, e := range t.Entries {
 		index[e.Offset] = i
@@ -33,7 +37,7 @@ func Lift(t *xtables.Table) (*Table, error) {
 		ir.Hooks[h] = HookPoint{Entry: entry, Underflow: under}
 		hookAt[entry] = h
 	}
-	l := lifter{t: t, ir: ir, index: index, hookAt: hookAt}
+	l := lifter{t: t, ir: ir, index: index, hookAt: hookAt, refs: refs, rules: make([]Rule, len(t.Entries))}
 	if err := l.chains(); err != nil {
 		return nil, err
 	}
@@ -45,6 +49,10 @@ type lifter struct {
 	ir     *Table
 	index  map[uint32]int
 	hookAt map[int]int // entry index -> hook whose chain starts there
+	// refs are the entries' records in the cache they were decoded
+	// through (nil: none); rules holds the table's rules in one block.
+	refs  []*xtables.CachedEntry
+	rules []Rule
 }
 
 func (l *lifter) chains() error {
@@ -78,19 +86,10 @@ func (l *lifter) chains() error {
 // rule lifts entry i of chain c.
 func (l *lifter) rule(c *Chain, i int) (*Rule, error) {
 	e := &l.t.Entries[i]
-	r := &Rule{Index: i, Pos: l.position(c, i)}
-	r.IP = normalizeIP(l.t.Family, &e.IP)
-	if len(e.Matches) > 0 {
-		r.Matches = make([]Match, 0, len(e.Matches))
-	}
-	for _, m := range e.Matches {
-		im, err := liftMatch(l.t.Family, &m)
-		if err != nil {
-			return nil, &Unsupported{Chain: c.Name, Rule: r.Pos, Extension: m.Name, Reason: err.Error(), what: "match"}
-		}
-		if im.Kind != 0 {
-			r.Matches = append(r.Matches, im)
-		}
+	r := &l.rules[i]
+	*r = Rule{Index: i, Pos: l.position(c, i)}
+	if err := l.cachedMatches(c, r, e); err != nil {
+		return nil, err
 	}
 	v, err := l.verdict(e, i)
 	if err != nil {
@@ -118,6 +117,24 @@ func (l *lifter) position(c *Chain, i int) int {
 		n-- // the head itself sits in Rules but is not numbered
 	}
 	return n
+}
+
+// matches lifts the header and the matches of entry e into r.
+func (l *lifter) matches(c *Chain, r *Rule, e *xtables.Entry) error {
+	r.IP = normalizeIP(l.t.Family, &e.IP)
+	if len(e.Matches) > 0 {
+		r.Matches = make([]Match, 0, len(e.Matches))
+	}
+	for _, m := range e.Matches {
+		im, err := liftMatch(l.t.Family, &m)
+		if err != nil {
+			return &Unsupported{Chain: c.Name, Rule: r.Pos, Extension: m.Name, Reason: err.Error(), what: "match"}
+		}
+		if im.Kind != 0 {
+			r.Matches = append(r.Matches, im)
+		}
+	}
+	return nil
 }
 
 func asUnsupported(err error, out **Unsupported) bool {

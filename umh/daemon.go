@@ -64,6 +64,9 @@ type nsState struct {
 	// out acts in the namespace on its REJECT and LOG reports, once a
 	// table has such rules.
 	out *nsOutput
+	// decoded remembers the entries of the family's last replaces, so
+	// that the next one decodes and lifts only what changed.
+	decoded map[xtables.Family]*xtables.EntryCache
 	// gone marks a state dropped (namespace deleted or released) while
 	// others waited for it; they start afresh.
 	gone bool

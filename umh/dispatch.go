@@ -173,7 +173,14 @@ func (d *Daemon) setReplace(req *request, fam xtables.Family) reply {
 	}
 	start := time.Now()
 	clock := newStageClock()
-	r, err := xtables.DecodeReplace(fam, req.payload)
+	cookie, err := req.sock.cookie()
+	if err != nil {
+		return d.internal("SET_REPLACE", fmt.Errorf("namespace cookie: %w", err))
+	}
+	n := d.lockNS(cookie)
+	defer n.mu.Unlock()
+	clock.mark("lock")
+	r, refs, err := xtables.DecodeReplaceCached(fam, req.payload, n.entryCache(fam))
 	if err == nil {
 		clock.mark("decode")
 		r.UserNS = req.userns
@@ -183,12 +190,6 @@ func (d *Daemon) setReplace(req *request, fam xtables.Family) reply {
 		d.klog.printf(klogWarn, "%s filter: replace refused: %v", famName(fam), err)
 		return errReply(err)
 	}
-	cookie, err := req.sock.cookie()
-	if err != nil {
-		return d.internal("SET_REPLACE", fmt.Errorf("namespace cookie: %w", err))
-	}
-	n := d.lockNS(cookie)
-	defer n.mu.Unlock()
 	f, err := d.filterOf(n, req.sock, fam)
 	if err != nil {
 		return d.internal("SET_REPLACE", err)
@@ -200,9 +201,9 @@ func (d *Daemon) setReplace(req *request, fam xtables.Family) reply {
 	if err != nil {
 		return d.internal("SET_REPLACE", err)
 	}
-	clock.mark("validate and lock")
+	clock.mark("validate")
 	j.clock = clock
-	old, err := d.install(j, req.sock, n, f, r)
+	old, err := d.install(j, req.sock, n, f, r, refs)
 	if err != nil {
 		d.klog.printf(klogWarn, "%s filter: replace failed, the table in force stays: %v", famName(fam), err)
 		return errReply(err)
@@ -216,8 +217,8 @@ func (d *Daemon) setReplace(req *request, fam xtables.Family) reply {
 
 // install puts r in force in BPF when it translates, otherwise in the
 // kernel (fallback) or nowhere (strict).
-func (d *Daemon) install(j *journal, ks kernelSock, n *nsState, f *filter, r *xtables.Replace) ([]xtables.Counters, error) {
-	plan, err := d.compile(j, &r.Table)
+func (d *Daemon) install(j *journal, ks kernelSock, n *nsState, f *filter, r *xtables.Replace, refs []*xtables.CachedEntry) ([]xtables.Counters, error) {
+	plan, err := d.compile(j, &r.Table, refs)
 	if err == nil {
 		wasKernel := f.kernel
 		var old []xtables.Counters
@@ -249,9 +250,10 @@ func (d *Daemon) install(j *journal, ks kernelSock, n *nsState, f *filter, r *xt
 	return old, kerr
 }
 
-// compile is translate.Build, its two halves timed.
-func (d *Daemon) compile(j *journal, t *xtables.Table) (*translate.Plan, error) {
-	ir, err := translate.Lift(t)
+// compile is translate.Build, its two halves timed; refs are the
+// entries' records in the namespace's entry cache.
+func (d *Daemon) compile(j *journal, t *xtables.Table, refs []*xtables.CachedEntry) (*translate.Plan, error) {
+	ir, err := translate.LiftCached(t, refs)
 	if err != nil {
 		return nil, err
 	}
@@ -262,6 +264,20 @@ func (d *Daemon) compile(j *journal, t *xtables.Table) (*translate.Plan, error) 
 	}
 	j.mark("compile and index")
 	return plan, nil
+}
+
+// entryCache is the namespace's cache of the family's entries; n is
+// locked.
+func (n *nsState) entryCache(fam xtables.Family) *xtables.EntryCache {
+	if n.decoded == nil {
+		n.decoded = map[xtables.Family]*xtables.EntryCache{}
+	}
+	c := n.decoded[fam]
+	if c == nil {
+		c = xtables.NewEntryCache(fam)
+		n.decoded[fam] = c
+	}
+	return c
 }
 
 // startReports makes the daemon act on the REJECT and LOG rules of a
