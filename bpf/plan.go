@@ -79,7 +79,11 @@ type encoded struct {
 }
 
 func rulesOf(p *translate.Plan, env *rateEnv) (*encoded, error) {
-	e := &encoded{rules: make([]classifierXtRule, len(p.Rules))}
+	nm := 0
+	for i := range p.Rules {
+		nm += len(p.Rules[i].Matches)
+	}
+	e := &encoded{rules: make([]classifierXtRule, len(p.Rules)), matches: make([]classifierXtMatch, 0, nm)}
 	for i := range p.Rules {
 		if err := e.rule(&e.rules[i], &p.Rules[i], env); err != nil {
 			return nil, fmt.Errorf("encode entry %d: %w", i, err)
@@ -275,7 +279,9 @@ type index struct {
 }
 
 func indexOf(p *translate.Plan) *index {
-	x := &index{cands: p.Index.Cands}
+	x := &index{cands: p.Index.Cands, segs: make([]classifierXtSeg, 0, len(p.Index.Segments)),
+		prefixKeys: make([]classifierXtPrefixKey, 0, len(p.Index.Prefixes)), prefixSpans: make([]classifierXtSpan, 0, len(p.Index.Prefixes)),
+		valueKeys: make([]classifierXtValueKey, 0, len(p.Index.Values)), valueSpans: make([]classifierXtSpan, 0, len(p.Index.Values))}
 	for _, s := range p.Index.Segments {
 		seg := classifierXtSeg{First: s.First, End: s.End, Fields: uint32(s.Fields)}
 		seg.Dflt.Off, seg.Dflt.N = s.Default.Off, s.Default.N

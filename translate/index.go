@@ -98,8 +98,9 @@ type keyset struct {
 	values []uint32
 }
 
-// buildIndex indexes every long enough chain of ir into p.
-func (p *Plan) buildIndex(ir *Table) {
+// buildIndex indexes every long enough chain of ir into p, taking from
+// memo (nil: none) the index of each chain it holds unchanged.
+func (p *Plan) buildIndex(ir *Table, memo *Compiler) {
 	// Each indexed rule adds a key or a few at most: sized for that, the
 	// maps of a large table are not rebuilt as they grow.
 	keys := 0
@@ -109,20 +110,71 @@ func (p *Plan) buildIndex(ir *Table) {
 		}
 	}
 	p.Index = Index{Segments: []Segment{{}}, Prefixes: make(map[PrefixKey]Span, keys), Values: make(map[ValueKey]Span, keys)}
+	kept := map[string]memoChain{}
 	for _, c := range ir.Chains {
 		// The chain's last entry (policy or implicit RETURN) matches
 		// every packet that gets there, so it always runs.
-		if n := len(c.Rules); n > minIndexed {
-			p.indexChain(ir.Family, c.Rules[:n-1])
+		n := len(c.Rules)
+		if n <= minIndexed {
+			continue
+		}
+		rules := c.Rules[:n-1]
+		ci, ok := memo.lookup(c.Name, rules)
+		if !ok {
+			ci = indexChain(ir.Family, rules)
+		}
+		memo.remember(kept, c.Name, rules, ci)
+		if ci != nil {
+			p.addChainIndex(ci, rules)
 		}
 	}
+	memo.replace(kept)
 	if len(p.Index.Segments) == 1 {
 		p.Index = Index{}
 	}
 }
 
-// indexChain files each rule under its field and lays out the lists.
-func (p *Plan) indexChain(f xtables.Family, rules []*Rule) {
+// chainIndex is the index of one chain in terms of the chain alone: rule
+// numbers count from the chain's first rule and candidate offsets from
+// its first candidate, so that a chain that moved in the table keeps it.
+type chainIndex struct {
+	seg         Segment
+	cands       []uint32
+	prefixes    []PrefixKey
+	prefixSpans []Span
+	values      []ValueKey
+	valueSpans  []Span
+}
+
+// addChainIndex puts ci, the index of rules, into p where rules lie.
+func (p *Plan) addChainIndex(ci *chainIndex, rules []*Rule) {
+	x := &p.Index
+	id, base, off := uint32(len(x.Segments)), uint32(rules[0].Index), uint32(len(x.Cands))
+	x.Cands = slices.Grow(x.Cands, len(ci.cands))
+	for _, c := range ci.cands {
+		x.Cands = append(x.Cands, c+base)
+	}
+	seg := ci.seg
+	seg.First += base
+	seg.End += base
+	seg.Default.Off += off
+	x.Segments = append(x.Segments, seg)
+	for i, k := range ci.prefixes {
+		k.Seg = id
+		x.Prefixes[k] = Span{Off: ci.prefixSpans[i].Off + off, N: ci.prefixSpans[i].N}
+	}
+	for i, k := range ci.values {
+		k.Seg = id
+		x.Values[k] = Span{Off: ci.valueSpans[i].Off + off, N: ci.valueSpans[i].N}
+	}
+	for _, r := range rules {
+		p.Rules[r.Index].Seg = id
+	}
+}
+
+// indexChain files each rule under its field and lays out the lists; nil
+// when too few rules are keyed for an index to pay.
+func indexChain(f xtables.Family, rules []*Rule) *chainIndex {
 	sets := make([]*[numFields]keyset, len(rules))
 	for i, r := range rules {
 		sets[i] = ruleKeys(f, r)
@@ -133,31 +185,27 @@ func (p *Plan) indexChain(f xtables.Family, rules []*Rule) {
 		parts[fld] = append(parts[fld], i)
 	}
 	if len(rules)-len(parts[FieldNone]) < max(8, len(rules)/4) {
-		return
+		return nil
 	}
-	x := &p.Index
-	id := uint32(len(x.Segments))
-	seg := Segment{First: uint32(rules[0].Index), End: uint32(rules[len(rules)-1].Index + 1)}
+	base := uint32(rules[0].Index)
+	x := &chainIndex{seg: Segment{End: uint32(rules[len(rules)-1].Index+1) - base}}
 	for fld := FieldSrc; fld < numFields; fld++ {
 		if len(parts[fld]) == 0 {
 			continue
 		}
-		if !p.addPart(id, fld, rules, sets, parts[fld]) {
+		if !x.addPart(fld, base, rules, sets, parts[fld]) {
 			parts[FieldNone] = append(parts[FieldNone], parts[fld]...)
 			continue
 		}
-		seg.Fields |= 1 << fld
+		x.seg.Fields |= 1 << fld
 	}
 	var dflt []uint32
 	for _, i := range parts[FieldNone] {
 		dflt = append(dflt, uint32(rules[i].Index))
 	}
 	slices.Sort(dflt)
-	seg.Default = x.span(dflt)
-	x.Segments = append(x.Segments, seg)
-	for _, r := range rules {
-		p.Rules[r.Index].Seg = id
-	}
+	x.seg.Default = x.span(dflt, base)
+	return x
 }
 
 // fileRules picks each rule's field: the one where the fewest rules of
@@ -205,17 +253,19 @@ func fileRules(sets []*[numFields]keyset) []Field {
 
 // addPart lays out the index of field fld for the rules at positions
 // idx, or reports that it would take more room than the budget allows.
-func (p *Plan) addPart(id uint32, fld Field, rules []*Rule, sets []*[numFields]keyset, idx []int) bool {
-	x := &p.Index
+func (x *chainIndex) addPart(fld Field, base uint32, rules []*Rule, sets []*[numFields]keyset, idx []int) bool {
 	if fld == FieldSrc || fld == FieldDst {
 		lists := prefixLists(rules, sets, fld, idx)
 		if total(lists) > candBudget*len(rules) {
 			return false
 		}
+		x.prefixes = slices.Grow(x.prefixes, len(lists))
+		x.prefixSpans = slices.Grow(x.prefixSpans, len(lists))
+		x.cands = slices.Grow(x.cands, total(lists))
 		for _, k := range layoutOrder(lists, comparePrefixes) {
-			l := lists[k]
-			k.Seg, k.Field = id, fld
-			x.Prefixes[k] = x.span(l)
+			x.prefixSpans = append(x.prefixSpans, x.span(lists[k], base))
+			k.Field = fld
+			x.prefixes = append(x.prefixes, k)
 		}
 		return true
 	}
@@ -223,8 +273,12 @@ func (p *Plan) addPart(id uint32, fld Field, rules []*Rule, sets []*[numFields]k
 	if total(lists) > candBudget*len(rules) {
 		return false
 	}
+	x.values = slices.Grow(x.values, len(lists))
+	x.valueSpans = slices.Grow(x.valueSpans, len(lists))
+	x.cands = slices.Grow(x.cands, total(lists))
 	for _, v := range layoutOrder(lists, cmp.Compare[uint32]) {
-		x.Values[ValueKey{Seg: id, Field: fld, Value: v}] = x.span(lists[v])
+		x.values = append(x.values, ValueKey{Field: fld, Value: v})
+		x.valueSpans = append(x.valueSpans, x.span(lists[v], base))
 	}
 	return true
 }
@@ -262,9 +316,12 @@ func comparePrefixes(a, b PrefixKey) int {
 	return bytes.Compare(a.Addr[:], b.Addr[:])
 }
 
-func (x *Index) span(l []uint32) Span {
-	s := Span{Off: uint32(len(x.Cands)), N: uint32(len(l))}
-	x.Cands = append(x.Cands, l...)
+// span appends list l of rule numbers, counted from base.
+func (x *chainIndex) span(l []uint32, base uint32) Span {
+	s := Span{Off: uint32(len(x.cands)), N: uint32(len(l))}
+	for _, r := range l {
+		x.cands = append(x.cands, r-base)
+	}
 	return s
 }
 

@@ -96,9 +96,10 @@ func coldPlan(t *testing.T, f xtables.Family, blob []byte) *Plan {
 	return p
 }
 
-// warmPlan is the plan of blob decoded through c and lifted from what
-// c holds.
-func warmPlan(t *testing.T, f xtables.Family, blob []byte, c *xtables.EntryCache) *Plan {
+// warmPlan is the plan of blob decoded through c, lifted from what c
+// holds and compiled by comp; reused counts the chains whose index comp
+// gave back.
+func warmPlan(t *testing.T, f xtables.Family, blob []byte, c *xtables.EntryCache, comp *Compiler, reused *int) *Plan {
 	t.Helper()
 	r, refs, err := xtables.DecodeReplaceCached(f, blob, c)
 	if err == nil {
@@ -111,7 +112,14 @@ func warmPlan(t *testing.T, f xtables.Family, blob []byte, c *xtables.EntryCache
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := Compile(ir)
+	for _, ch := range ir.Chains {
+		if n := len(ch.Rules); n > minIndexed {
+			if _, ok := comp.lookup(ch.Name, ch.Rules[:n-1]); ok {
+				*reused++
+			}
+		}
+	}
+	p, err := comp.Compile(ir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,12 +129,13 @@ func warmPlan(t *testing.T, f xtables.Family, blob []byte, c *xtables.EntryCache
 // TestCachedBuildAsCold changes random tables a rule at a time, inserts,
 // deletes and replacements in chains long enough to be indexed: the plan
 // built through the entry cache is, at every step, the plan built from
-// nothing.
+// nothing, the indexes of the chains left as they were being those of
+// the table before, shifted.
 func TestCachedBuildAsCold(t *testing.T) {
 	for _, f := range []xtables.Family{xtables.IPv4, xtables.IPv6} {
 		rng := rand.New(rand.NewSource(int64(f)))
 		chains := randomChains(rng, f)
-		c := xtables.NewEntryCache(f)
+		c, comp, reused := xtables.NewEntryCache(f), &Compiler{}, 0
 		for step := range 150 {
 			if step > 0 {
 				for range 1 + rng.Intn(2) {
@@ -138,14 +147,15 @@ func TestCachedBuildAsCold(t *testing.T) {
 				t.Fatal(err)
 			}
 			blob := (&xtables.Replace{Table: *tbl, NumCounters: 1}).Encode()
-			cold, warm := coldPlan(t, f, blob), warmPlan(t, f, blob, c)
+			cold, warm := coldPlan(t, f, blob), warmPlan(t, f, blob, c, comp, &reused)
 			if !reflect.DeepEqual(cold, warm) {
 				t.Fatalf("%s step %d: the plan built through the cache differs from the cold one%s", fmt.Sprint(f), step, planDiff(cold, warm))
 			}
 		}
-		if c.Len() == 0 {
-			t.Fatal("the cache holds nothing")
+		if c.Len() == 0 || reused < 100 {
+			t.Fatalf("%s: the cache holds %d entries, %d chain indexes were reused", fmt.Sprint(f), c.Len(), reused)
 		}
+		t.Logf("%s: %d chain indexes reused over 150 steps", fmt.Sprint(f), reused)
 	}
 }
 

@@ -74,6 +74,10 @@ func Passthrough(f xtables.Family) *Plan {
 
 // Compile lays the IR out as a plan.
 func Compile(ir *Table) (*Plan, error) {
+	return compile(ir, nil)
+}
+
+func compile(ir *Table, memo *Compiler) (*Plan, error) {
 	p := &Plan{Family: ir.Family, Rules: make([]PlanRule, ir.Entries)}
 	for h, hp := range ir.Hooks {
 		if hp.Entry >= 0 {
@@ -92,7 +96,7 @@ func Compile(ir *Table) (*Plan, error) {
 		return nil, err
 	}
 	p.Depth = depth
-	p.buildIndex(ir)
+	p.buildIndex(ir, memo)
 	return p, nil
 }
 

@@ -64,9 +64,10 @@ type nsState struct {
 	// out acts in the namespace on its REJECT and LOG reports, once a
 	// table has such rules.
 	out *nsOutput
-	// decoded remembers the entries of the family's last replaces, so
-	// that the next one decodes and lifts only what changed.
-	decoded map[xtables.Family]*xtables.EntryCache
+	// caches remember, per family, the entries of the last replaces and
+	// the indexes of their chains, so that the next one decodes, lifts
+	// and indexes only what changed.
+	caches map[xtables.Family]*replaceCache
 	// gone marks a state dropped (namespace deleted or released) while
 	// others waited for it; they start afresh.
 	gone bool

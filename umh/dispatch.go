@@ -180,7 +180,8 @@ func (d *Daemon) setReplace(req *request, fam xtables.Family) reply {
 	n := d.lockNS(cookie)
 	defer n.mu.Unlock()
 	clock.mark("lock")
-	r, refs, err := xtables.DecodeReplaceCached(fam, req.payload, n.entryCache(fam))
+	cache := n.cache(fam)
+	r, refs, err := xtables.DecodeReplaceCached(fam, req.payload, cache.entries)
 	if err == nil {
 		clock.mark("decode")
 		r.UserNS = req.userns
@@ -203,7 +204,7 @@ func (d *Daemon) setReplace(req *request, fam xtables.Family) reply {
 	}
 	clock.mark("validate")
 	j.clock = clock
-	old, err := d.install(j, req.sock, n, f, r, refs)
+	old, err := d.install(j, req.sock, n, f, r, cache.compiler, refs)
 	if err != nil {
 		d.klog.printf(klogWarn, "%s filter: replace failed, the table in force stays: %v", famName(fam), err)
 		return errReply(err)
@@ -217,8 +218,8 @@ func (d *Daemon) setReplace(req *request, fam xtables.Family) reply {
 
 // install puts r in force in BPF when it translates, otherwise in the
 // kernel (fallback) or nowhere (strict).
-func (d *Daemon) install(j *journal, ks kernelSock, n *nsState, f *filter, r *xtables.Replace, refs []*xtables.CachedEntry) ([]xtables.Counters, error) {
-	plan, err := d.compile(j, &r.Table, refs)
+func (d *Daemon) install(j *journal, ks kernelSock, n *nsState, f *filter, r *xtables.Replace, c *translate.Compiler, refs []*xtables.CachedEntry) ([]xtables.Counters, error) {
+	plan, err := d.compile(j, &r.Table, c, refs)
 	if err == nil {
 		wasKernel := f.kernel
 		var old []xtables.Counters
@@ -250,15 +251,15 @@ func (d *Daemon) install(j *journal, ks kernelSock, n *nsState, f *filter, r *xt
 	return old, kerr
 }
 
-// compile is translate.Build, its two halves timed; refs are the
-// entries' records in the namespace's entry cache.
-func (d *Daemon) compile(j *journal, t *xtables.Table, refs []*xtables.CachedEntry) (*translate.Plan, error) {
+// compile is translate.Build, its two halves timed, by the namespace's
+// compiler; refs are the entries' records in its entry cache.
+func (d *Daemon) compile(j *journal, t *xtables.Table, c *translate.Compiler, refs []*xtables.CachedEntry) (*translate.Plan, error) {
 	ir, err := translate.LiftCached(t, refs)
 	if err != nil {
 		return nil, err
 	}
 	j.mark("lift")
-	plan, err := translate.Compile(ir)
+	plan, err := c.Compile(ir)
 	if err != nil {
 		return nil, err
 	}
@@ -266,16 +267,22 @@ func (d *Daemon) compile(j *journal, t *xtables.Table, refs []*xtables.CachedEnt
 	return plan, nil
 }
 
-// entryCache is the namespace's cache of the family's entries; n is
-// locked.
-func (n *nsState) entryCache(fam xtables.Family) *xtables.EntryCache {
-	if n.decoded == nil {
-		n.decoded = map[xtables.Family]*xtables.EntryCache{}
+// replaceCache is what a namespace keeps of its last replaces of one
+// family.
+type replaceCache struct {
+	entries  *xtables.EntryCache
+	compiler *translate.Compiler
+}
+
+// cache is the namespace's replaceCache of the family; n is locked.
+func (n *nsState) cache(fam xtables.Family) *replaceCache {
+	if n.caches == nil {
+		n.caches = map[xtables.Family]*replaceCache{}
 	}
-	c := n.decoded[fam]
+	c := n.caches[fam]
 	if c == nil {
-		c = xtables.NewEntryCache(fam)
-		n.decoded[fam] = c
+		c = &replaceCache{entries: xtables.NewEntryCache(fam), compiler: &translate.Compiler{}}
+		n.caches[fam] = c
 	}
 	return c
 }
