@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"testing"
 
@@ -13,6 +14,7 @@ import (
 	"xtbpf/tests/internal/nstest"
 	"xtbpf/translate"
 	"xtbpf/translate/eval"
+	"xtbpf/xtables"
 )
 
 // TestBPFVsEvalUpdates changes large rulesets step by step, with random
@@ -21,7 +23,9 @@ import (
 // writing only the entries that differ from what they hold. After every
 // step the BPF verdicts and every counter equal the evaluator's on the
 // whole new table, and the counters Install hands back are exactly the
-// old table's. Installing again the table the standby holds writes
+// old table's. Each step's plan is built as the daemon builds it, through
+// the entry cache and chain indexes of the steps before, and is the plan
+// built from nothing. Installing again the table the standby holds writes
 // nothing.
 func TestBPFVsEvalUpdates(t *testing.T) {
 	if os.Getenv(childEnv) == "1" {
@@ -53,6 +57,7 @@ func bulkUpdates(t *testing.T) {
 		t.Cleanup(func() { bt.Remove() })
 		rng := rand.New(rand.NewSource(s))
 		rs := GenLargeRuleset(rng, f, 3000+rng.Intn(2000))
+		cache, comp := xtables.NewEntryCache(f), &translate.Compiler{}
 		var prev *translate.Plan
 		var counted []uint64
 		var written []int
@@ -63,10 +68,7 @@ func bulkUpdates(t *testing.T) {
 				}
 			}
 			tbl := kernelTable(t, s, rs)
-			plan, err := translate.Build(tbl)
-			if err != nil {
-				t.Fatalf("seed %d step %d: translate.Build: %v", s, step, err)
-			}
+			plan := warmPlan(t, s, step, tbl, cache, comp)
 			old, err := bt.Install(plan)
 			if err != nil {
 				t.Fatalf("seed %d step %d: Install: %v", s, step, err)
@@ -90,6 +92,48 @@ func bulkUpdates(t *testing.T) {
 			s, steps, countRules(rs), written[0], written[len(written)/2], written[len(written)-1])
 	}
 	t.Logf("seed %d: after every change BPF verdicts and counters equal the evaluator's", base)
+}
+
+// warmPlan builds tbl as the daemon does, through the entry cache and
+// compiler the steps before filled, and checks that the plan is the one
+// built from nothing.
+func warmPlan(t *testing.T, s int64, step int, tbl *xtables.Table, cache *xtables.EntryCache, comp *translate.Compiler) *translate.Plan {
+	t.Helper()
+	blob := (&xtables.Replace{Table: *tbl, NumCounters: 1}).Encode()
+	build := func(warm bool) *translate.Plan {
+		var r *xtables.Replace
+		var refs []*xtables.CachedEntry
+		var err error
+		if warm {
+			r, refs, err = xtables.DecodeReplaceCached(tbl.Family, blob, cache)
+		} else {
+			r, err = xtables.DecodeReplace(tbl.Family, blob)
+		}
+		if err == nil {
+			err = xtables.Validate(r)
+		}
+		if err != nil {
+			t.Fatalf("seed %d step %d: decode and validate (warm %v): %v", s, step, warm, err)
+		}
+		var plan *translate.Plan
+		if warm {
+			var ir *translate.Table
+			if ir, err = translate.LiftCached(&r.Table, refs); err == nil {
+				plan, err = comp.Compile(ir)
+			}
+		} else {
+			plan, err = translate.Build(&r.Table)
+		}
+		if err != nil {
+			t.Fatalf("seed %d step %d: build (warm %v): %v", s, step, warm, err)
+		}
+		return plan
+	}
+	cold, warm := build(false), build(true)
+	if !reflect.DeepEqual(cold, warm) {
+		t.Fatalf("seed %d step %d: the plan built through the entry cache differs from the one built from nothing", s, step)
+	}
+	return warm
 }
 
 // reinstall puts prev and then plan in force again: each lands in the
