@@ -224,7 +224,7 @@ func verdictName(v int32) string {
 
 func liftMatch(f xtables.Family, m *xtables.Match) (Match, error) {
 	rev := map[string]uint8{"conntrack": m.Revision, "multiport": 1, "iprange": 1, "mark": 1, "tos": 1,
-		"hashlimit": m.Revision, "addrtype": m.Revision, "owner": 1}[m.Name]
+		"hashlimit": m.Revision, "addrtype": m.Revision, "owner": 1, "recent": m.Revision}[m.Name]
 	if m.Revision != rev {
 		return Match{}, fmt.Errorf("revision %d not translated", m.Revision)
 	}
@@ -290,6 +290,9 @@ func liftMatch(f xtables.Family, m *xtables.Match) (Match, error) {
 	case m.Name == "mac":
 		info, ok := infoOf[xtables.MACInfo](m.Info)
 		return liftMAC(info), okOrUndecoded(ok)
+	case m.Name == "recent":
+		info, ok := infoOf[xtables.RecentInfo](m.Info)
+		return Match{Kind: MatchRecent, Recent: info}, okOrUndecoded(ok)
 	}
 	return liftHdr(f, m)
 }
