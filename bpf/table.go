@@ -32,9 +32,11 @@ type Table struct {
 	prog   *ebpf.Program
 	// ctlProg reads jiffies and starts hashlimit garbage collection.
 	ctlProg *ebpf.Program
-	maps    classifierMaps
-	inner   innerSpecs
-	ns      *os.File // the namespace Attach hooked into, nil before
+	// recentProg edits recent lists (see recent.go).
+	recentProg *ebpf.Program
+	maps       classifierMaps
+	inner      innerSpecs
+	ns         *os.File // the namespace Attach hooked into, nil before
 	// hl holds the hashlimit tables by name (see ratelimit.go).
 	hl map[string]*htable
 }
@@ -44,7 +46,7 @@ type Table struct {
 type innerSpecs struct {
 	rules, matches, exts, counters, stack *ebpf.MapSpec
 	segs, cands, prefixes, values         *ebpf.MapSpec
-	rates, htable, targs, ring            *ebpf.MapSpec
+	rates, htable, rtable, targs, ring    *ebpf.MapSpec
 }
 
 const (
@@ -79,6 +81,7 @@ func Open(dir string, f xtables.Family) (*Table, error) {
 		values:   spec.Maps[classifierMapValues].InnerMap,
 		rates:    spec.Maps[classifierMapRates].InnerMap,
 		htable:   spec.Maps[classifierMapHtables].InnerMap,
+		rtable:   spec.Maps[classifierMapRtables].InnerMap,
 		ring:     spec.Maps[classifierMapReports].InnerMap,
 	}}
 	if err := t.load(spec); err != nil {
@@ -112,16 +115,7 @@ func (t *Table) load(spec *ebpf.CollectionSpec) error {
 	prog, err := ebpf.LoadPinnedProgram(filepath.Join(t.dir, progPin), nil)
 	if err == nil {
 		t.prog = prog
-		if t.ctlProg, err = ebpf.LoadPinnedProgram(filepath.Join(t.dir, ctlPin), nil); err != nil {
-			prog.Close()
-			return fmt.Errorf("load pinned program: %w", err)
-		}
-		if err := t.loadPinnedMaps(); err != nil {
-			prog.Close()
-			t.ctlProg.Close()
-			return err
-		}
-		return nil
+		return t.loadPinned()
 	}
 	if !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("load pinned program: %w", err)
@@ -132,8 +126,13 @@ func (t *Table) load(spec *ebpf.CollectionSpec) error {
 	if faultpoint.Reach("bpf.load-program") == faultpoint.Reject {
 		unloadable(spec)
 	}
+	shared, err := openShared(t.dir, spec)
+	if err != nil {
+		return err
+	}
+	defer closeMaps(shared)
 	var objs classifierObjects
-	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: t.dir}}
+	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: t.dir}, MapReplacements: shared}
 	if err := spec.LoadAndAssign(&objs, opts); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
@@ -144,13 +143,34 @@ func (t *Table) load(spec *ebpf.CollectionSpec) error {
 	for _, pin := range []struct {
 		prog *ebpf.Program
 		name string
-	}{{objs.XtbpfFilter, progPin}, {objs.XtbpfCtl, ctlPin}} {
+	}{{objs.XtbpfFilter, progPin}, {objs.XtbpfCtl, ctlPin}, {objs.XtbpfRecent, recentPin}} {
 		if err := pin.prog.Pin(filepath.Join(t.dir, pin.name)); err != nil {
 			objs.Close()
 			return fmt.Errorf("pin program: %w", err)
 		}
 	}
-	t.prog, t.ctlProg, t.maps = objs.XtbpfFilter, objs.XtbpfCtl, objs.classifierMaps
+	t.prog, t.ctlProg, t.recentProg, t.maps = objs.XtbpfFilter, objs.XtbpfCtl, objs.XtbpfRecent, objs.classifierMaps
+	return nil
+}
+
+// loadPinned opens what an earlier Open pinned, t.prog aside.
+func (t *Table) loadPinned() error {
+	var err error
+	if t.ctlProg, err = ebpf.LoadPinnedProgram(filepath.Join(t.dir, ctlPin), nil); err != nil {
+		t.prog.Close()
+		return fmt.Errorf("load pinned program: %w", err)
+	}
+	if t.recentProg, err = ebpf.LoadPinnedProgram(filepath.Join(t.dir, recentPin), nil); err != nil {
+		t.prog.Close()
+		t.ctlProg.Close()
+		return fmt.Errorf("load pinned program: %w", err)
+	}
+	if err := t.loadPinnedMaps(); err != nil {
+		for _, p := range []*ebpf.Program{t.prog, t.ctlProg, t.recentProg} {
+			p.Close()
+		}
+		return err
+	}
 	return nil
 }
 
@@ -181,9 +201,16 @@ func (t *Table) loadPinnedMaps() error {
 		classifierMapStacks: &t.maps.Stacks, classifierMapRates: &t.maps.Rates,
 		classifierMapHtables: &t.maps.Htables, classifierMapHtmeta: &t.maps.Htmeta,
 		classifierMapTargs: &t.maps.Targs, classifierMapReports: &t.maps.Reports,
+		classifierMapRtables: &t.maps.Rtables, classifierMapRtmeta: &t.maps.Rtmeta,
 	}
+	shared := map[string]string{classifierMapRtables: filepath.Join(filepath.Dir(t.dir), rtablesPin),
+		classifierMapRtmeta: filepath.Join(filepath.Dir(t.dir), rtmetaPin)}
 	for name, m := range dst {
-		pinned, err := ebpf.LoadPinnedMap(filepath.Join(t.dir, name), nil)
+		path := filepath.Join(t.dir, name)
+		if p, ok := shared[name]; ok {
+			path = p
+		}
+		pinned, err := ebpf.LoadPinnedMap(path, nil)
 		if err != nil {
 			t.maps.Close()
 			return fmt.Errorf("load pinned map %s: %w", name, err)
@@ -199,7 +226,7 @@ func (t *Table) Close() error {
 	if t.ns != nil {
 		t.ns.Close()
 	}
-	for _, p := range []*ebpf.Program{t.prog, t.ctlProg} {
+	for _, p := range []*ebpf.Program{t.prog, t.ctlProg, t.recentProg} {
 		if cerr := p.Close(); err == nil {
 			err = cerr
 		}
@@ -214,7 +241,8 @@ func (t *Table) Remove() error {
 		errs = append(errs, removePin(filepath.Join(t.dir, linkPin(h))))
 	}
 	errs = append(errs, t.holdConntrack(false), t.Close())
-	errs = append(errs, removePin(filepath.Join(t.dir, progPin)), removePin(filepath.Join(t.dir, ctlPin)))
+	errs = append(errs, removePin(filepath.Join(t.dir, progPin)), removePin(filepath.Join(t.dir, ctlPin)),
+		removePin(filepath.Join(t.dir, recentPin)))
 	for _, name := range mapNames {
 		errs = append(errs, removePin(filepath.Join(t.dir, name)))
 	}

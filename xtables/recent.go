@@ -3,6 +3,7 @@ package xtables
 import (
 	"fmt"
 	"math/bits"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -179,4 +180,37 @@ func roundupPow2(x uint32) uint32 {
 		return 1
 	}
 	return 1 << bits.Len32(x-1)
+}
+
+// recentWriteMax is the most recent_mt_proc_write reads of one write:
+// sizeof its buffer.
+const recentWriteMax = len("+b335:1d35:1e55:dead:c0de:1715:255.255.255.255") + 1
+
+// ParseRecentWrite reads a write to /proc/net/xt_recent/NAME as
+// recent_mt_proc_write does: the first byte says what ('/' flush, '+'
+// add, '-' remove), the address is IPv6 when a ':' appears in what it
+// reads, and ends at a newline. A write it refuses is EINVAL.
+func ParseRecentWrite(cmd string) (op byte, addr [16]byte, f Family, err error) {
+	if len(cmd) > recentWriteMax {
+		cmd = cmd[:recentWriteMax]
+	}
+	if cmd == "" || !strings.ContainsRune("/+-", rune(cmd[0])) {
+		return 0, addr, 0, errorf(unix.EINVAL, `recent: need "+ADDR", "-ADDR" or "/", not %q`, cmd)
+	}
+	op = cmd[0]
+	if op == '/' {
+		return op, addr, 0, nil
+	}
+	text, _, _ := strings.Cut(cmd[1:], "\n")
+	a, perr := netip.ParseAddr(text)
+	v6 := strings.Contains(cmd[1:], ":")
+	if perr != nil || a.Zone() != "" || a.Is4() == v6 {
+		return 0, addr, 0, errorf(unix.EINVAL, "recent: illegal address %q", text)
+	}
+	f = IPv4
+	if v6 {
+		f = IPv6
+	}
+	copy(addr[:], a.AsSlice())
+	return op, addr, f, nil
 }

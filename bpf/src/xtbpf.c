@@ -44,13 +44,17 @@ const struct xt_seg *unused_seg __attribute__((unused));
 const struct xt_prefix_key *unused_prefix __attribute__((unused));
 const struct xt_value_key *unused_value __attribute__((unused));
 const struct xt_rate *unused_rate __attribute__((unused));
-/* Also completes the key and value types of the hashlimit inner map
- * template, which clang would otherwise leave as forward declarations:
- * the kernel must see the value's bpf_spin_lock. */
+/* Also completes the key and value types of the hashlimit and recent
+ * inner map templates, which clang would otherwise leave as forward
+ * declarations: the kernel must see the value's bpf_spin_lock. */
 const struct hl_key *unused_hl_key __attribute__((unused));
 const struct hl_ent *unused_hl_ent __attribute__((unused));
+const struct rc_table *unused_rc_table __attribute__((unused));
 const struct xt_targ *unused_targ __attribute__((unused));
 const struct xt_report *unused_report __attribute__((unused));
+const struct rc_ent *unused_rc_ent __attribute__((unused));
+const struct rc_meta *unused_rc_meta __attribute__((unused));
+const struct xt_recent_ctl *unused_recent_ctl __attribute__((unused));
 
 /* Which generation packets use; flipped by one write on install. */
 struct {
@@ -831,6 +835,7 @@ static __always_inline int ecn_match(const struct xt_match *m, const struct pkt 
 
 #include "hostmatch.h"
 #include "hdrmatch.h"
+#include "recent.h"
 
 /* The matches beyond tcp, udp and icmp, as a global function: the
  * verifier checks it once on its own rather than at every match slot of
@@ -915,6 +920,8 @@ static __always_inline int ext_match(const struct xt_match *m, const struct pkt 
 	case MATCH_LIMIT:
 	case MATCH_HASHLIMIT:
 		return rate_match(m, p);
+	case MATCH_RECENT:
+		return recent_match(m, p);
 	}
 	if (has_ext(m->kind)) {
 		key = m->ext;

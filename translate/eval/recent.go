@@ -2,9 +2,7 @@ package eval
 
 import (
 	"fmt"
-	"net/netip"
 	"slices"
-	"strings"
 
 	"xtbpf/xtables"
 )
@@ -223,7 +221,7 @@ func (r *Recent) Write(name, cmd string, now uint64) error {
 	if rt == nil {
 		return fmt.Errorf("eval: no recent table %q", name)
 	}
-	op, addr, f, err := ParseRecentCommand(cmd)
+	op, addr, f, err := xtables.ParseRecentWrite(cmd)
 	if err != nil {
 		return err
 	}
@@ -241,36 +239,4 @@ func (r *Recent) Write(name, cmd string, now uint64) error {
 		rt.remove(i)
 	}
 	return nil
-}
-
-// recentWriteMax is the most recent_mt_proc_write reads of one write:
-// sizeof its buffer.
-const recentWriteMax = len("+b335:1d35:1e55:dead:c0de:1715:255.255.255.255") + 1
-
-// ParseRecentCommand reads a /proc/net/xt_recent write as the kernel
-// does: the first byte says what, the address is IPv6 when a ':' appears
-// in what it reads, and ends at a newline.
-func ParseRecentCommand(cmd string) (op byte, addr [16]byte, f xtables.Family, err error) {
-	if len(cmd) > recentWriteMax {
-		cmd = cmd[:recentWriteMax]
-	}
-	if cmd == "" || !strings.ContainsRune("/+-", rune(cmd[0])) {
-		return 0, addr, 0, fmt.Errorf(`recent: want "+ADDR", "-ADDR" or "/", not %q`, cmd)
-	}
-	op = cmd[0]
-	if op == '/' {
-		return op, addr, 0, nil
-	}
-	text, _, _ := strings.Cut(cmd[1:], "\n")
-	a, perr := netip.ParseAddr(text)
-	v6 := strings.Contains(cmd[1:], ":")
-	if perr != nil || a.Zone() != "" || a.Is4() == v6 {
-		return 0, addr, 0, fmt.Errorf("recent: illegal address %q", text)
-	}
-	f = xtables.IPv4
-	if v6 {
-		f = xtables.IPv6
-	}
-	copy(addr[:], a.AsSlice())
-	return op, addr, f, nil
 }

@@ -231,7 +231,7 @@ func TestRecentWrite(t *testing.T) {
 	if err := r.st.Recent.Write("W", "/", 11); err != nil || len(r.entries("W")) != 0 {
 		t.Fatalf("flush: %v", err)
 	}
-	op, addr, f, err := ParseRecentCommand("+::ffff:1.2.3.4")
+	op, addr, f, err := xtables.ParseRecentWrite("+::ffff:1.2.3.4")
 	if err != nil || op != '+' || f != xtables.IPv6 || netip.AddrFrom16(addr).String() != "::ffff:1.2.3.4" {
 		t.Errorf("mapped address: %c %v %d %v", op, addr, f, err)
 	}
