@@ -175,7 +175,7 @@ func (w *walk) optsHdr(o *xtables.OptsInfo, target uint8, x *matchCtx) bool {
 		x.hotdrop = true
 		return false
 	}
-	hdrlen := uint32(oh[1]+1) << 3
+	hdrlen := (uint32(oh[1]) + 1) << 3
 	n := uint32(len(w.pkt.data))
 	if n-uint32(ptr) < hdrlen {
 		x.hotdrop = true
@@ -279,7 +279,7 @@ func (w *walk) ah6(a *xtables.AH6Info, x *matchCtx) bool {
 		x.hotdrop = true
 		return false
 	}
-	hdrlen := uint32(ah[1]+2) << 2
+	hdrlen := (uint32(ah[1]) + 2) << 2
 	if len(w.pkt.data)-ptr < int(hdrlen) {
 		x.hotdrop = true
 		return false
