@@ -21,6 +21,7 @@ type HdrFields struct {
 	RtRes   uint32 // its reserved word
 	FragID  uint32
 	FragRes uint8
+	Frag2   uint16 // frag_off of a fragment header after the first (see extHdr)
 	Opts    []byte // the TLVs of hop-by-hop and destination options headers
 }
 
@@ -215,6 +216,7 @@ func (p *Packet) genHdrFields(rng *rand.Rand, r *Rule) {
 		h.RtRes = 1
 	}
 	h.FragID = fragIDs[rng.Intn(len(fragIDs))]
+	h.Frag2 = []uint16{0, 1, 8, 8 * 185}[rng.Intn(4)]
 	if rng.Intn(4) == 0 {
 		h.FragRes = 1
 	}
@@ -239,7 +241,8 @@ func mssOpt(rng *rand.Rand) []byte {
 	return o
 }
 
-// extHdr is an extension header of kind kind naming next.
+// extHdr is an extension header of kind kind naming next: routing,
+// fragment, AH, or else options.
 func (p *Packet) extHdr(next uint8, kind int) []byte {
 	h := &p.Hdr
 	switch kind {
@@ -249,6 +252,10 @@ func (p *Packet) extHdr(next uint8, kind int) []byte {
 		for _, a := range h.RtAddrs {
 			b = append(b, ip(rtAddrs[a])...)
 		}
+		return b
+	case 44:
+		b := []byte{next, 0, 0, 0, 0, 0, 0, 7}
+		binary.BigEndian.PutUint16(b[2:], h.Frag2)
 		return b
 	case 51:
 		return ahHdr(next, h)
