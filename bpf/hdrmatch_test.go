@@ -20,7 +20,9 @@ const (
 	hotdropped
 )
 
-func (o outcome) String() string { return [...]string{"match", "no match", "hot-drop"}[o] }
+func (o outcome) String() string {
+	return [...]string{"match", "no match", "hot-drop", "match, then hot-drop"}[o]
+}
 
 // oneMatch installs INPUT with one rule (ip, m) accepting and a DROP
 // policy, runs p through it and tells what the match did from the two

@@ -1,6 +1,6 @@
 /* Matches that read protocol headers at offsets only they compute: the
  * IPv6 extension header matches (rt, frag, hbh, dst, ipv6header, ah), the
- * IPsec SPIs of IPv4 ah and of esp, and tcpmss. Each runs from a global
+ * IPsec SPIs of IPv4 ah and of esp, tcpmss, and sctp (sctp.h). Each runs from a global
  * function that gets the program's context, so that it can open the packet
  * itself and walk it with bpf_loop: nothing of this is parsed for packets
  * no such rule looks at. */
@@ -442,6 +442,8 @@ static __noinline int tcpmss_match(const struct xt_match *m, const struct pkt *p
 	return (((__u16)w.mss >= m->spts[0] && (__u16)w.mss <= m->spts[1]) ^ m->inv) != 0;
 }
 
+#include "sctp.h"
+
 /* The matches of this file, as a global function verified once. */
 __noinline int hdr_match(const struct xt_match *m, const struct pkt *p, const struct xt_ext *x,
 			 struct bpf_nf_ctx *ctx)
@@ -463,6 +465,9 @@ __noinline int hdr_match(const struct xt_match *m, const struct pkt *p, const st
 		return spi_match(m, p, ctx);
 	case MATCH_TCPMSS:
 		return tcpmss_match(m, p, ctx);
+	case MATCH_SCTP:
+		/* p lies in the run's scratch slot, which sctp may mark. */
+		return sctp_match(x, (struct pkt *)p, ctx);
 	}
 	return HOTDROP;
 }

@@ -22,9 +22,8 @@ import (
 // transport offset can end. Each is forwarded, so that nothing before the
 // hook parses more than the hop-by-hop header.
 
-// v6Corner is a forwarded IPv6 packet from the sentinel-free source range
-// whose payload is the given headers, back to back; the first byte of the
-// first header's slot is named by nh.
+// v6Corner is a forwarded IPv6 packet, not from the sentinel, whose
+// payload is the given headers back to back, the first named by nh.
 func v6Corner(nh uint8, hdrs ...[]byte) []byte {
 	var body []byte
 	for _, h := range hdrs {
@@ -209,13 +208,47 @@ var cornerRules = []string{
 	"-p tcp -m multiport --ports 80", "-p 60 -m dst", "-p 253 -m ipv6header --header dst --soft",
 }
 
+// cornerSet is corner packets of one family and the rules they go
+// through, one rule at a time.
+type cornerSet struct {
+	family xtables.Family
+	rules  []string
+	pkts   []corner
+}
+
+func cornerSets() []cornerSet {
+	return []cornerSet{
+		{xtables.IPv6, cornerRules, v6Corners()},
+		{xtables.IPv6, sctpCornerRules, sctpCorners(xtables.IPv6)},
+		{xtables.IPv4, sctpCornerRules, sctpCorners(xtables.IPv4)},
+	}
+}
+
 // cornerSentinel is where the packets that mark the end of a corner come
 // from: the first rule counts them.
-const cornerSentinel = "fd00:7:5::fe"
+func cornerSentinel(f xtables.Family) string {
+	if f == xtables.IPv6 {
+		return "fd00:7:5::fe"
+	}
+	return "10.7.5.254"
+}
 
-func cornerRuleset(rule string) string {
+func sentinelOf(f xtables.Family) []byte {
+	if f == xtables.IPv6 {
+		b := v6Corner(59)
+		copy(b[8:], ip(cornerSentinel(f)))
+		return b
+	}
+	return v4Corner(ip(cornerSentinel(f)), 253, 0, []byte{1, 2, 3, 4})
+}
+
+func cornerRuleset(f xtables.Family, rule string) string {
+	bits := 128
+	if f == xtables.IPv4 {
+		bits = 32
+	}
 	return fmt.Sprintf("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"+
-		"-A FORWARD -s %s/128 -j ACCEPT\n-A FORWARD %s -j ACCEPT\n-A FORWARD -j ACCEPT\nCOMMIT\n", cornerSentinel, rule)
+		"-A FORWARD -s %s/%d -j ACCEPT\n-A FORWARD %s -j ACCEPT\n-A FORWARD -j ACCEPT\nCOMMIT\n", cornerSentinel(f), bits, rule)
 }
 
 // TestKernelVsEvalCorners forwards every corner packet through a table
@@ -224,37 +257,39 @@ func cornerRuleset(rule string) string {
 func TestKernelVsEvalCorners(t *testing.T) {
 	nstest.RequireRoot(t)
 	tp := newTopo(t)
-	f := xtables.IPv6
-	sentinel := v6Corner(59)
-	copy(sentinel[8:], ip(cornerSentinel))
 	r := route{hook: xtables.HookForward, in: "xt0", out: "xt1"}
-	cs := v6Corners()
 	var bad []string
-	for _, rule := range cornerRules {
-		rs := cornerRuleset(rule)
-		if res := tp.target.Run(t, rs, restoreCmd(f)); res.Code != 0 {
-			t.Fatalf("%s refused %q: %s", restoreCmd(f), rule, res.Stderr)
-		}
-		tbl, err := readTable(tp.out[f], f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, c := range cs {
-			seen, _ := atHook(f, r.hook, c.pkt)
-			want, err := eval.RunWith(tbl, r.hook, seen, r.in, r.out, tp.opts(r))
-			if err != nil {
-				t.Fatalf("%q, %s: eval: %v", rule, c.name, err)
+	n := 0
+	for _, set := range cornerSets() {
+		f := set.family
+		sentinel := sentinelOf(f)
+		for _, rule := range set.rules {
+			if res := tp.target.Run(t, cornerRuleset(f, rule), restoreCmd(f)); res.Code != 0 {
+				t.Fatalf("%s refused %q: %s", restoreCmd(f), rule, res.Stderr)
 			}
-			got := tp.bumps(t, f, r, c.pkt, sentinel, entryAt(tbl, tbl.HookEntry[r.hook]))
-			if d := diffHits("kernel", got, want.Hits); d != "" {
-				bad = append(bad, fmt.Sprintf("rule %q, packet %q (%x): evaluator verdict %d; %s",
-					rule, c.name, c.pkt, want.Verdict, d))
+			tbl, err := readTable(tp.out[f], f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range set.pkts {
+				seen, _ := atHook(f, r.hook, c.pkt)
+				want, err := eval.RunWith(tbl, r.hook, seen, r.in, r.out, tp.opts(r))
+				if err != nil {
+					t.Fatalf("%q, %s: eval: %v", rule, c.name, err)
+				}
+				got := tp.bumps(t, f, r, c.pkt, sentinel, entryAt(tbl, tbl.HookEntry[r.hook]))
+				if d := diffHits("kernel", got, want.Hits); d != "" {
+					bad = append(bad, fmt.Sprintf("rule %q, packet %q (%x): evaluator verdict %d; %s",
+						rule, c.name, c.pkt, want.Verdict, d))
+				}
+				n++
 			}
 		}
 	}
 	if len(bad) > 0 {
-		t.Errorf("%d corner cases differ:\n%s", len(bad), strings.Join(bad, "\n"))
+		t.Fatalf("%d corner cases differ:\n%s", len(bad), strings.Join(bad, "\n"))
 	}
+	t.Logf("%d corner cases: kernel counters equal the evaluator's", n)
 }
 
 // bumps sends pkt and then the sentinel, which entry s counts, and
@@ -324,53 +359,68 @@ func TestBPFVsEvalCorners(t *testing.T) {
 		}
 		return
 	}
-	f := xtables.IPv6
-	bt, err := bpf.Open(filepath.Join(bpffs(t), "6"), f)
-	if err != nil {
-		t.Fatalf("bpf.Open: %v", err)
-	}
-	t.Cleanup(func() { bt.Remove() })
+	dir := bpffs(t)
+	planes := map[xtables.Family]*bpf.Table{}
+	t.Cleanup(func() {
+		for _, bt := range planes {
+			bt.Remove()
+		}
+	})
 	hook := xtables.HookForward
 	in, out := testRunDevs(hook)
 	var bad []string
-	for _, rule := range cornerRules {
-		tbl := kernelTableOf(t, fmt.Sprintf("rule %q", rule), f, cornerRuleset(rule))
-		plan, err := translate.Build(tbl)
-		if err != nil {
-			t.Fatalf("%q: translate.Build: %v", rule, err)
+	n := 0
+	for _, set := range cornerSets() {
+		f := set.family
+		if planes[f] == nil {
+			bt, err := bpf.Open(filepath.Join(dir, fmt.Sprint(f)), f)
+			if err != nil {
+				t.Fatalf("bpf.Open: %v", err)
+			}
+			planes[f] = bt
 		}
-		if _, err := bt.Install(plan); err != nil {
-			t.Fatalf("%q: Install: %v", rule, err)
-		}
-		prev := make([]bpf.Counter, len(tbl.Entries))
-		for _, c := range v6Corners() {
-			want, err := eval.Run(tbl, hook, c.pkt, in, out)
+		bt := planes[f]
+		for _, rule := range set.rules {
+			tbl := kernelTableOf(t, fmt.Sprintf("rule %q", rule), f, cornerRuleset(f, rule))
+			plan, err := translate.Build(tbl)
 			if err != nil {
-				t.Fatalf("%q, %s: eval: %v", rule, c.name, err)
+				t.Fatalf("%q: translate.Build: %v", rule, err)
 			}
-			v, err := bt.TestRun(hook, frame(f, hook, c.pkt))
-			if err != nil {
-				t.Fatalf("%q, %s: TestRun: %v", rule, c.name, err)
+			if _, err := bt.Install(plan); err != nil {
+				t.Fatalf("%q: Install: %v", rule, err)
 			}
-			cs, err := bt.Counters()
-			if err != nil {
-				t.Fatal(err)
-			}
-			got := make([]uint64, len(cs))
-			for i := range cs {
-				got[i] = cs[i].Packets - prev[i].Packets
-			}
-			prev = cs
-			d := diffHits("BPF", got, want.Hits)
-			if v != want.Verdict {
-				d += fmt.Sprintf("verdict: BPF %d evaluator %d", v, want.Verdict)
-			}
-			if d != "" {
-				bad = append(bad, fmt.Sprintf("rule %q, packet %q (%x): %s", rule, c.name, c.pkt, d))
+			prev := make([]bpf.Counter, len(tbl.Entries))
+			for _, c := range set.pkts {
+				want, err := eval.Run(tbl, hook, c.pkt, in, out)
+				if err != nil {
+					t.Fatalf("%q, %s: eval: %v", rule, c.name, err)
+				}
+				v, err := bt.TestRun(hook, frame(f, hook, c.pkt))
+				if err != nil {
+					t.Fatalf("%q, %s: TestRun: %v", rule, c.name, err)
+				}
+				cs, err := bt.Counters()
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := make([]uint64, len(cs))
+				for i := range cs {
+					got[i] = cs[i].Packets - prev[i].Packets
+				}
+				prev = cs
+				d := diffHits("BPF", got, want.Hits)
+				if v != want.Verdict {
+					d += fmt.Sprintf("verdict: BPF %d evaluator %d", v, want.Verdict)
+				}
+				if d != "" {
+					bad = append(bad, fmt.Sprintf("rule %q, packet %q (%x): %s", rule, c.name, c.pkt, d))
+				}
+				n++
 			}
 		}
 	}
 	if len(bad) > 0 {
-		t.Errorf("%d corner cases differ:\n%s", len(bad), strings.Join(bad, "\n"))
+		t.Fatalf("%d corner cases differ:\n%s", len(bad), strings.Join(bad, "\n"))
 	}
+	t.Logf("%d corner cases: BPF verdicts and counters equal the evaluator's", n)
 }

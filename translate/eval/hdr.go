@@ -111,7 +111,9 @@ func (w *walk) rt(r *xtables.RtInfo, x *matchCtx) bool {
 	}
 	addr := func(i int) ([]byte, bool) {
 		a := w.header(ptr+8+16*i, 16)
-		x.hotdrop = a == nil
+		if a == nil {
+			x.hotdrop = true
+		}
 		return a, a != nil
 	}
 	if r.Flags&xtables.RtFirstLoose != 0 {
