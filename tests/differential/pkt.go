@@ -232,6 +232,8 @@ func (p *Packet) upper() []byte {
 		b = []byte{p.ICMPType, p.ICMPCode, 0, 0, 0, 1, 0, 1}
 	case 50, 51:
 		b = p.ipsec()
+	case 132:
+		b = p.sctp()
 	default:
 		b = make([]byte, 4)
 	}
