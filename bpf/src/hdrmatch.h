@@ -1,9 +1,9 @@
 /* Matches that read protocol headers at offsets only they compute: the
  * IPv6 extension header matches (rt, frag, hbh, dst, ipv6header, ah), the
- * IPsec SPIs of IPv4 ah and of esp, tcpmss, and sctp (sctp.h). Each runs from a global
- * function that gets the program's context, so that it can open the packet
- * itself and walk it with bpf_loop: nothing of this is parsed for packets
- * no such rule looks at. */
+ * IPsec SPIs of IPv4 ah and of esp, tcpmss, and sctp (sctp.h). Each runs
+ * from a global function that gets the program's context, so that it can
+ * open the packet itself and walk it with bpf_loop: nothing of this is
+ * parsed for packets no such rule looks at. */
 #pragma once
 
 #define NEXTHDR_ESP 50

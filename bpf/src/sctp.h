@@ -1,9 +1,9 @@
 /* sctp_mt (xt_sctp.c), both families, run from hdr_match. Its chunk walk,
  * match_packet, takes one chunk per bpf_loop step. A chunk takes at least
  * 4 bytes, so a packet has at most skb->len / 4 of them: the walk goes on
- * through up to 128 bpf_loop calls of 1 << 23 steps each, which covers
- * every skb length, so that no packet is ever cut short of the kernel's
- * answer. */
+ * through up to 128 bpf_loop calls of 1 << 23 steps each (the steps of an
+ * outer bpf_loop, so that the verifier walks them once), which covers
+ * every skb length: no packet is ever cut short of the kernel's answer. */
 #pragma once
 
 /* xt_sctp_info.flags and chunk_match_type */
@@ -14,7 +14,7 @@
 #define SCTP_CHUNK_MATCH_ALL 0x02
 #define SCTP_CHUNK_MATCH_ONLY 0x04
 
-/* sctp_walk.ret while the walk has neither decided nor reached the end */
+/* sctp_walk.ret before the walk decides: still walking, or past the end */
 #define SCTP_WALKING 2
 #define SCTP_END 3
 
