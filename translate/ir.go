@@ -99,6 +99,7 @@ const (
 	MatchAH6
 	MatchSPI // ah (IPv4) and esp
 	MatchTCPMSS
+	MatchSCTP
 )
 
 // Match is one match extension with its decoded payload.
@@ -131,6 +132,7 @@ type Match struct {
 	AH6       xtables.AH6Info    // MatchAH6
 	SPI       SPIMatch           // MatchSPI
 	TCPMSS    xtables.TCPMSSInfo // MatchTCPMSS
+	SCTP      xtables.SCTPInfo   // MatchSCTP
 }
 
 // OptsMatch is hbh or dst: the same options match on the hop-by-hop or

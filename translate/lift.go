@@ -340,6 +340,9 @@ func liftHdr(f xtables.Family, m *xtables.Match) (Match, error) {
 	case m.Name == "tcpmss":
 		info, ok := infoOf[xtables.TCPMSSInfo](m.Info)
 		return Match{Kind: MatchTCPMSS, TCPMSS: info}, okOrUndecoded(ok)
+	case m.Name == "sctp":
+		info, ok := infoOf[xtables.SCTPInfo](m.Info)
+		return Match{Kind: MatchSCTP, SCTP: info}, okOrUndecoded(ok)
 	}
 	return Match{}, fmt.Errorf("not translated")
 }

@@ -300,6 +300,7 @@ struct pkt {
 	__u8 ttl;	/* IPv4 ttl, IPv6 hop limit */
 	__u8 tos;	/* IPv4 tos, IPv6 traffic class */
 	__u8 hlports_ok;	/* 0: hashlimit could not read its ports (hotdrop) */
+	__u8 hot;	/* a match said yes and hot-dropped (see step) */
 	__u16 iplen;	/* xt_length's length: tot_len, or payload_len + 40 */
 	__u8 pkttype;	/* skb->pkt_type */
 	__u8 gen;	/* the generation whose limit and hashlimit state applies */
@@ -888,6 +889,7 @@ __noinline int any_match(const struct xt_match *m, const struct pkt *p, const st
 	case MATCH_AH6:
 	case MATCH_SPI:
 	case MATCH_TCPMSS:
+	case MATCH_SCTP:
 		return hdr_match(m, p, x, ctx);
 	}
 	return more_match(m, p, x);
@@ -896,7 +898,8 @@ __noinline int any_match(const struct xt_match *m, const struct pkt *p, const st
 static __always_inline int has_ext(__u8 kind)
 {
 	return kind == MATCH_CONNTRACK || kind == MATCH_MULTIPORT || kind == MATCH_IPRANGE ||
-	       kind == MATCH_OWNER || kind == MATCH_RT || kind == MATCH_OPTS || kind == MATCH_AH6;
+	       kind == MATCH_OWNER || kind == MATCH_RT || kind == MATCH_OPTS || kind == MATCH_AH6 ||
+	       kind == MATCH_SCTP;
 }
 
 static __always_inline int ext_match(const struct xt_match *m, const struct pkt *p, void *exts,
@@ -1236,7 +1239,10 @@ static long step(__u64 i, struct walk *w)
 		cursor_goto(w->cur, idx);
 	}
 	ok = rule_match(r, w);
-	if (ok < 0)
+	/* A match that said yes and hot-dropped (pkt.hot) ends the walk once
+	 * the entry is done: ipt_do_table tests hotdrop only at the end of
+	 * its loop, after the entry's other matches and its target. */
+	if (ok < 0 || (!ok && w->p->hot))
 		return finish(w, NF_DROP);
 	if (!ok) {
 		cursor_next(w->cur, idx);
@@ -1248,7 +1254,7 @@ static long step(__u64 i, struct walk *w)
 	 * past its million-instruction limit. REJECT then drops (default). */
 	if (r->verdict == V_REJECT || r->verdict == V_LOG)
 		report_rule(w, r, idx);
-	switch (r->verdict) {
+	switch (w->p->hot ? V_DROP : r->verdict) {
 	case V_ACCEPT:
 		return finish(w, NF_ACCEPT);
 	case V_RETURN:

@@ -31,6 +31,7 @@ enum match_kind {
 	MATCH_AH6 = 23,
 	MATCH_SPI = 24,	/* ah (IPv4) and esp */
 	MATCH_TCPMSS = 25,
+	MATCH_SCTP = 26,
 };
 
 /* addrtype: xt_match.option names the device limiting the lookup */
@@ -91,8 +92,8 @@ struct xt_match {
 	 * source, bit 1 the destination); mac: the address's 6 bytes; frag,
 	 * ah, esp: id or SPI range; ipv6header: matchflags, invflags */
 	__u32 arg[2];
-	__u32 ext;	/* conntrack, multiport, iprange, owner, rt, hbh/dst, ah6:
-			 * index of the xt_ext record */
+	__u32 ext;	/* conntrack, multiport, iprange, owner, rt, hbh/dst, ah6,
+			 * sctp: index of the xt_ext record */
 	__u32 pad;
 };
 

@@ -237,19 +237,26 @@ func counterAt(cs []bpf.Counter, i int) uint64 {
 // back, so the data plane compiles exactly what the kernel would run.
 func kernelTable(t *testing.T, s int64, rs *Ruleset) *xtables.Table {
 	t.Helper()
-	cmd := exec.Command(restoreCmd(rs.Family))
-	cmd.Stdin = strings.NewReader(rs.Restore())
+	return kernelTableOf(t, fmt.Sprintf("seed %d", s), rs.Family, rs.Restore())
+}
+
+// kernelTableOf is kernelTable for a ruleset in iptables-save syntax;
+// what names it in failures.
+func kernelTableOf(t *testing.T, what string, f xtables.Family, restore string) *xtables.Table {
+	t.Helper()
+	cmd := exec.Command(restoreCmd(f))
+	cmd.Stdin = strings.NewReader(restore)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("seed %d: %s: %v: %s\n%s", s, restoreCmd(rs.Family), err, out, rs.Restore())
+		t.Fatalf("%s: %s: %v: %s\n%s", what, restoreCmd(f), err, out, restore)
 	}
-	fd, err := unix.Socket(int(rs.Family), unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
+	fd, err := unix.Socket(int(f), unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer unix.Close(fd)
-	tbl, err := readTable(fd, rs.Family)
+	tbl, err := readTable(fd, f)
 	if err != nil {
-		t.Fatalf("seed %d: read back: %v", s, err)
+		t.Fatalf("%s: read back: %v", what, err)
 	}
 	return tbl
 }
