@@ -187,7 +187,11 @@ func TestIPv6Header(t *testing.T) {
 		{"soft, inverted", xtables.IPv6HeaderInfo{MatchFlags: xtables.HdrFragment, InvFlags: xtables.HdrFragment, ModeFlag: 1}, v6pkt(0, hopFrag, 0, tcpHdr(1, 2, 0, nil)), missed},
 		{"esp ends the walk", xtables.IPv6HeaderInfo{MatchFlags: xtables.HdrESP}, v6pkt(0, nil, 50, []byte{0, 0, 0, 1, 0, 0, 0, 1}), matched},
 		{"none", xtables.IPv6HeaderInfo{MatchFlags: xtables.HdrNone}, v6pkt(0, nil, 59, nil), matched},
-		{"truncated", xtables.IPv6HeaderInfo{MatchFlags: xtables.HdrHopOpts}, v6pkt(0, hop[:1], 0, nil), hotdropped},
+		// Less than two bytes of a header fail the match, not the packet,
+		// ESP included: the length check comes first.
+		{"truncated", xtables.IPv6HeaderInfo{MatchFlags: xtables.HdrHopOpts, InvFlags: 0xff}, v6pkt(0, hop[:1], 0, nil), missed},
+		{"esp cut short", xtables.IPv6HeaderInfo{MatchFlags: xtables.HdrNone, InvFlags: 0xff}, v6pkt(0, nil, 50, []byte{0}), missed},
+		{"esp after the last byte", xtables.IPv6HeaderInfo{MatchFlags: xtables.HdrNone, InvFlags: 0xff}, v6pkt(0, []byte{50, 0, 0, 0, 0, 0, 0, 0}, 60, nil), missed},
 	} {
 		m := xtables.Match{Name: "ipv6header", Info: &tc.info}
 		if got := oneMatch(t, tab, xtables.IPHeader{}, m, tc.p); got != tc.want {

@@ -279,7 +279,7 @@ struct hdr_mask {
 	__u32 len;
 	__u8 nh;
 	__u8 mask;
-	__u8 hotdrop;
+	__u8 short_hdr;
 };
 
 static long hdr_mask_step(__u64 i, struct hdr_mask *h)
@@ -294,13 +294,15 @@ static long hdr_mask_step(__u64 i, struct hdr_mask *h)
 		h->mask |= 0x02;
 		return 1;
 	}
-	if (nh == NEXTHDR_ESP) {
-		h->mask |= 0x04;
-		return 1;
-	}
+	/* Less than an option header left fails the match, even before ESP,
+	 * and without a drop: ipv6header_mt6 checks the length first. */
 	hp = bpf_dynptr_slice(&h->ptr, h->start, buf, 2);
 	if (!hp) {
-		h->hotdrop = 1;
+		h->short_hdr = 1;
+		return 1;
+	}
+	if (nh == NEXTHDR_ESP) {
+		h->mask |= 0x04;
 		return 1;
 	}
 	switch (nh) {
@@ -338,8 +340,8 @@ static __noinline int ipv6header_match(const struct xt_match *m, const struct pk
 		return HOTDROP;
 	h.len = p->len;
 	bpf_loop(p->len / 8 + 1, hdr_mask_step, &h, 0);
-	if (h.hotdrop)
-		return HOTDROP;
+	if (h.short_hdr)
+		return 0;
 	if (h.nh != NEXTHDR_NONE && h.nh != NEXTHDR_ESP)
 		h.mask |= 0x01;
 	match = m->arg[0];

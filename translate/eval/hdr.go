@@ -228,14 +228,16 @@ func (w *walk) ipv6Header(h *xtables.IPv6HeaderInfo, x *matchCtx) bool {
 			temp |= xtables.HdrNone
 			break
 		}
+		// Less than an option header left fails the match, even before
+		// ESP, and without a drop: ipv6header_mt6 checks the length
+		// before it reads.
+		hp := w.header(ptr, 2)
+		if hp == nil {
+			return false
+		}
 		if nh == nhESP {
 			temp |= xtables.HdrESP
 			break
-		}
-		hp := w.header(ptr, 2)
-		if hp == nil {
-			x.hotdrop = true
-			return false
 		}
 		hdrlen := (int(hp[1]) + 1) << 3
 		switch nh {
