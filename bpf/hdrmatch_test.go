@@ -198,6 +198,11 @@ func TestIPv6Header(t *testing.T) {
 		// Fewer than 2 bytes left for the next header: no match.
 		{"truncated", xtables.IPv6HeaderInfo{MatchFlags: xtables.HdrHopOpts}, v6pkt(0, hop[:1], 0, nil), missed},
 		{"esp of 1 byte", xtables.IPv6HeaderInfo{MatchFlags: xtables.HdrHopOpts | xtables.HdrESP}, v6pkt(0, []byte{50, 0, 1, 4, 0, 0, 0, 0, 0}, 0, nil), missed},
+		// Less than two bytes of a header fail the match, not the packet,
+		// ESP included: the length check comes first.
+		{"truncated, inverted", xtables.IPv6HeaderInfo{MatchFlags: xtables.HdrHopOpts, InvFlags: 0xff}, v6pkt(0, hop[:1], 0, nil), missed},
+		{"esp cut short", xtables.IPv6HeaderInfo{MatchFlags: xtables.HdrNone, InvFlags: 0xff}, v6pkt(0, nil, 50, []byte{0}), missed},
+		{"esp after the last byte", xtables.IPv6HeaderInfo{MatchFlags: xtables.HdrNone, InvFlags: 0xff}, v6pkt(0, []byte{50, 0, 0, 0, 0, 0, 0, 0}, 60, nil), missed},
 	} {
 		m := xtables.Match{Name: "ipv6header", Info: &tc.info}
 		if got := oneMatch(t, tab, xtables.IPHeader{}, m, tc.p); got != tc.want {

@@ -154,6 +154,9 @@ func (rs *Ruleset) genRule(rng *rand.Rand, ci int) Rule {
 	if rng.Intn(4) == 0 {
 		r.Extra = append(r.Extra, rs.genHdr(rng, &r))
 	}
+	if rng.Intn(8) == 0 {
+		r.Extra = append(r.Extra, genMeta(rng))
+	}
 	rs.genTarget(rng, ci, &r)
 	return r
 }
