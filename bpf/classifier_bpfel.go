@@ -119,11 +119,15 @@ type classifierScratch struct {
 		Ttl       uint8
 		Tos       uint8
 		HlportsOk uint8
+		Hot       uint8
+		_         [1]byte
 		Iplen     uint16
 		Pkttype   uint8
 		Gen       uint8
+		_         [2]byte
 		Mark      uint32
 		Hlports   uint32
+		_         [4]byte
 		Ct        struct {
 			_        structs.HostLayout
 			Conn     uint64

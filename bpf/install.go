@@ -52,6 +52,7 @@ func (t *Table) Install(p *translate.Plan) ([]Counter, error) {
 		return nil, err
 	}
 	next := cur ^ 1
+	t.written = 0
 	if p.Reports {
 		if err := t.ensureRing(); err != nil {
 			return nil, fmt.Errorf("install: %w", err)
@@ -84,6 +85,7 @@ func (t *Table) Install(p *translate.Plan) ([]Counter, error) {
 		undo()
 		return nil, fmt.Errorf("install: %w", err)
 	}
+	t.step("flip and grace period")
 	if err := t.noteBucketInit(p, tables); err != nil {
 		return nil, fmt.Errorf("install: %w", err)
 	}
@@ -101,6 +103,7 @@ func (t *Table) Install(p *translate.Plan) ([]Counter, error) {
 		}
 		return nil, err
 	}
+	t.step("read old counters")
 	return old, nil
 }
 
@@ -157,8 +160,9 @@ func (t *Table) activate(cur, next uint32) error {
 	return nil
 }
 
-// fill builds generation g's maps for p and publishes them in the
-// outer maps and meta; packets do not look at g until it is flipped in.
+// fill brings generation g's maps to p and publishes them in the outer
+// maps and meta; packets do not look at g until it is flipped in. It
+// writes only what differs from what g's maps hold (see shadow).
 func (t *Table) fill(g uint32, p *translate.Plan, tables map[string]*htable, lists map[string]uint32) error {
 	env, err := t.rateEnv(p, tables, lists)
 	if err != nil {
@@ -177,45 +181,29 @@ func (t *Table) fill(g uint32, p *translate.Plan, tables map[string]*htable, lis
 	if err != nil {
 		return err
 	}
-	faultpoint.Reach("bpf.create-maps")
-	gen, err := t.newGeneration(sizes{
+	c := contentsOf(e, x)
+	t.step("prepare and encode records")
+	old := t.shadows[g]
+	// From here on g's maps hold neither the old content nor the new
+	// until the writes are done.
+	t.shadows[g] = nil
+	gen, fresh, old, err := t.standby(g, sizes{
 		rules: len(e.rules), matches: len(e.matches), exts: len(e.exts), rates: len(e.rates), targs: len(e.targs),
 		counters: cpus * len(e.rules), frames: cpus * int(m.Depth) * stackSlots,
 		segs: len(x.segs), cands: len(x.cands), prefixes: len(x.prefixKeys), values: len(x.valueKeys),
-	})
+	}, old)
 	if err != nil {
 		return err
 	}
 	defer gen.close()
-	writes := []struct {
-		what      string
-		m         *ebpf.Map
-		keys, val any
-		n         int
-	}{
-		{"rules", gen.rules, seq(len(e.rules)), e.rules, len(e.rules)},
-		{"matches", gen.matches, seq(len(e.matches)), e.matches, len(e.matches)},
-		{"match payloads", gen.exts, seq(len(e.exts)), e.exts, len(e.exts)},
-		{"limit and hashlimit records", gen.rates, seq(len(e.rates)), e.rates, len(e.rates)},
-		{"target arguments", gen.targs, seq(len(e.targs)), e.targs, len(e.targs)},
-		{"index segments", gen.segs, seq(len(x.segs)), x.segs, len(x.segs)},
-		{"index candidates", gen.cands, seq(len(x.cands)), x.cands, len(x.cands)},
-		{"index values", gen.values, x.valueKeys, x.valueSpans, len(x.valueKeys)},
-		{"index prefixes", gen.prefixes, x.prefixKeys, x.prefixSpans, len(x.prefixKeys)},
+	t.step("create maps")
+	n, err := c.write(gen, old)
+	if err != nil {
+		return err
 	}
-	for _, w := range writes {
-		if w.n == 0 {
-			continue
-		}
-		if _, err := w.m.BatchUpdate(w.keys, w.val, nil); err != nil {
-			return fmt.Errorf("write %s: %w", w.what, err)
-		}
-	}
-	for _, pub := range []struct {
-		outer, inner *ebpf.Map
-	}{{t.maps.Rules, gen.rules}, {t.maps.Matches, gen.matches}, {t.maps.Exts, gen.exts}, {t.maps.Counters, gen.counters}, {t.maps.Stacks, gen.stack},
-		{t.maps.Segs, gen.segs}, {t.maps.Cands, gen.cands}, {t.maps.Prefixes, gen.prefixes}, {t.maps.Values, gen.values},
-		{t.maps.Rates, gen.rates}, {t.maps.Targs, gen.targs}} {
+	t.written = n
+	t.step("write maps")
+	for _, pub := range fresh {
 		if err := pub.outer.Put(g, pub.inner); err != nil {
 			return fmt.Errorf("publish generation %d: %w", g, err)
 		}
@@ -223,8 +211,14 @@ func (t *Table) fill(g uint32, p *translate.Plan, tables map[string]*htable, lis
 	if err := t.maps.Meta.Put(g, &m); err != nil {
 		return fmt.Errorf("write meta: %w", err)
 	}
+	t.shadows[g] = c.sums
+	t.step("publish")
 	return nil
 }
+
+// published is an inner map made for a generation, to be put in its
+// outer map.
+type published struct{ outer, inner *ebpf.Map }
 
 func seq(n int) []uint32 {
 	keys := make([]uint32, n)
@@ -262,27 +256,75 @@ type sizes struct {
 	rules, matches, exts, rates, targs, counters, frames, segs, cands, prefixes, values int
 }
 
-func (t *Table) newGeneration(s sizes) (*generation, error) {
-	var g generation
-	for _, x := range []struct {
-		spec *ebpf.MapSpec
-		size int
-		dst  **ebpf.Map
-	}{{t.inner.rules, s.rules, &g.rules}, {t.inner.matches, s.matches, &g.matches}, {t.inner.exts, s.exts, &g.exts},
-		{t.inner.counters, s.counters, &g.counters}, {t.inner.stack, s.frames, &g.stack},
-		{t.inner.segs, s.segs, &g.segs}, {t.inner.cands, s.cands, &g.cands},
-		{t.inner.prefixes, s.prefixes, &g.prefixes}, {t.inner.values, s.values, &g.values},
-		{t.inner.rates, s.rates, &g.rates}, {t.inner.targs, s.targs, &g.targs}} {
+// standby opens generation g's inner maps where they can be kept for a
+// plan of the given sizes and creates the others, which it returns to be
+// published. old is what g's maps hold; standby returns it without the
+// parts of the maps it replaced, which start empty.
+func (t *Table) standby(g uint32, s sizes, old *shadow) (*generation, []published, *shadow, error) {
+	var gen generation
+	var fresh []published
+	kept := &shadow{}
+	if old != nil {
+		*kept = *old
+	}
+	maps := []struct {
+		spec  *ebpf.MapSpec
+		outer *ebpf.Map
+		size  int
+		dst   **ebpf.Map
+		// keep says whether the map may be reused; forget drops its
+		// part of the old content when it is not.
+		keep   bool
+		forget func()
+	}{
+		{t.inner.rules, t.maps.Rules, s.rules, &gen.rules, true, func() { kept.rules = nil }},
+		{t.inner.matches, t.maps.Matches, s.matches, &gen.matches, true, func() { kept.matches = nil }},
+		{t.inner.exts, t.maps.Exts, s.exts, &gen.exts, true, func() { kept.exts = nil }},
+		{t.inner.targs, t.maps.Targs, s.targs, &gen.targs, true, func() { kept.targs = nil }},
+		{t.inner.segs, t.maps.Segs, s.segs, &gen.segs, true, func() { kept.segs = nil }},
+		{t.inner.cands, t.maps.Cands, s.cands, &gen.cands, true, func() { kept.cands = nil }},
+		// A lookup map's stale keys must be deleted, so it is kept only
+		// when they are known.
+		{t.inner.prefixes, t.maps.Prefixes, s.prefixes, &gen.prefixes, old != nil, func() { kept.prefixes = nil }},
+		{t.inner.values, t.maps.Values, s.values, &gen.values, old != nil, func() { kept.values = nil }},
+		{t.inner.stack, t.maps.Stacks, s.frames, &gen.stack, true, func() {}},
+		{t.inner.counters, t.maps.Counters, s.counters, &gen.counters, false, func() {}},
+		{t.inner.rates, t.maps.Rates, s.rates, &gen.rates, false, func() {}},
+	}
+	created := false
+	for _, x := range maps {
+		if x.keep {
+			var inner *ebpf.Map
+			if err := x.outer.Lookup(g, &inner); err == nil {
+				if fits(int(inner.MaxEntries()), x.size) {
+					*x.dst = inner
+					continue
+				}
+				inner.Close()
+			} else if !errors.Is(err, ebpf.ErrKeyNotExist) {
+				gen.close()
+				return nil, nil, nil, fmt.Errorf("open generation %d: %w", g, err)
+			}
+		}
+		x.forget()
+		if !created {
+			faultpoint.Reach("bpf.create-maps")
+			created = true
+		}
 		spec := x.spec.Copy()
-		spec.MaxEntries = uint32(max(x.size, 1))
+		spec.MaxEntries = uint32(headroom(x.size))
+		if !x.keep {
+			spec.MaxEntries = uint32(max(x.size, 1))
+		}
 		m, err := ebpf.NewMap(spec)
 		if err != nil {
-			g.close()
-			return nil, fmt.Errorf("create %s map of %d entries: %w", spec.Type, x.size, err)
+			gen.close()
+			return nil, nil, nil, fmt.Errorf("create %s map of %d entries: %w", spec.Type, x.size, err)
 		}
 		*x.dst = m
+		fresh = append(fresh, published{x.outer, m})
 	}
-	return &g, nil
+	return &gen, fresh, kept, nil
 }
 
 // waitForReaders returns once every packet that may have read the old

@@ -20,6 +20,7 @@ const (
 	rcMaxStamps  = 64
 	rcNil        = 0xffff
 	rcSideDest   = 1
+	kindRecent   = 27 // MATCH_RECENT
 
 	rcOpAdd   = '+'
 	rcOpDel   = '-'

@@ -76,6 +76,31 @@ func TestIPv4Basics(t *testing.T) {
 	wantPackets(t, tab, map[int]uint64{0: 1, 1: 1, 2: 1, 4: 1})
 }
 
+// TestEmptyChains covers built-in chains with only their policy, which the
+// program decides without parsing the packet: the policy's verdict, and
+// its packets and bytes counted.
+func TestEmptyChains(t *testing.T) {
+	tab := openTable(t, xtables.IPv4)
+	x := tabletest.MustFilter(xtables.IPv4,
+		tabletest.Chain{Name: "INPUT", Policy: "ACCEPT"},
+		tabletest.Chain{Name: "FORWARD", Policy: "DROP"},
+	)
+	install(t, tab, x)
+	p := pkt{src: v4("192.0.2.1"), dst: v4("192.0.2.2"), proto: 17, l4: udpHdr(53, 53)}
+	wantVerdict(t, tab, xtables.HookLocalIn, p, accept)
+	wantVerdict(t, tab, xtables.HookForward, p, drop)
+	wantVerdict(t, tab, xtables.HookForward, p, drop)
+	c, err := tab.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	size := uint64(len(p.l3()))
+	// Entries: 0 INPUT policy, 1 FORWARD policy, 2 OUTPUT policy, end.
+	if c[0].Packets != 1 || c[0].Bytes != size || c[1].Packets != 2 || c[1].Bytes != 2*size || c[2].Packets != 0 {
+		t.Errorf("counters %v, want INPUT 1/%d, FORWARD 2/%d", c, size, 2*size)
+	}
+}
+
 // TestChains covers jumps, gotos, RETURN from user chains and from the
 // base chain (to the policy), nested depth, and the counting of policy
 // and final RETURN entries.

@@ -39,6 +39,23 @@ type Table struct {
 	ns         *os.File // the namespace Attach hooked into, nil before
 	// hl holds the hashlimit tables by name (see ratelimit.go).
 	hl map[string]*htable
+	// Step, when set, hears the end of each step of an Install by name,
+	// so that the caller can tell where the time of a change goes.
+	Step func(name string)
+	// shadows are what each generation's maps hold (see shadow.go), nil
+	// when not known; written counts the entries the last Install wrote.
+	shadows [2]*shadow
+	written int
+}
+
+// Written is how many map entries the last Install wrote: what a change
+// cost the data plane.
+func (t *Table) Written() int { return t.written }
+
+func (t *Table) step(name string) {
+	if t.Step != nil {
+		t.Step(name)
+	}
 }
 
 // innerSpecs are the templates Install sizes its per-plan maps from, and
@@ -62,7 +79,7 @@ func Open(dir string, f xtables.Family) (*Table, error) {
 		return nil, fmt.Errorf("open data plane: family %d", f)
 	}
 	if err := CheckBPFFS(dir); err != nil {
-		return nil, fmt.Errorf("open data plane: %w", err)
+		return nil, err
 	}
 	spec, err := loadClassifier()
 	if err != nil {
@@ -106,7 +123,7 @@ func CheckBPFFS(dir string) error {
 		return fmt.Errorf("%w: statfs %s: %w", ErrUnavailable, dir, err)
 	}
 	if st.Type != unix.BPF_FS_MAGIC {
-		return fmt.Errorf("%w: %s is not on a bpf filesystem (mount -t bpf bpf %s)", ErrUnavailable, dir, filepath.Dir(dir))
+		return fmt.Errorf("%w: %s is not on a bpf filesystem (mount one there or above it: mount -t bpf bpf DIR)", ErrUnavailable, dir)
 	}
 	return nil
 }
@@ -114,6 +131,10 @@ func CheckBPFFS(dir string) error {
 func (t *Table) load(spec *ebpf.CollectionSpec) error {
 	prog, err := ebpf.LoadPinnedProgram(filepath.Join(t.dir, progPin), nil)
 	if err == nil {
+		if err := t.checkLayout(); err != nil {
+			prog.Close()
+			return err
+		}
 		t.prog = prog
 		return t.loadPinned()
 	}
@@ -150,6 +171,10 @@ func (t *Table) load(spec *ebpf.CollectionSpec) error {
 		}
 	}
 	t.prog, t.ctlProg, t.recentProg, t.maps = objs.XtbpfFilter, objs.XtbpfCtl, objs.XtbpfRecent, objs.classifierMaps
+	if err := t.stampLayout(); err != nil {
+		t.Close()
+		return err
+	}
 	return nil
 }
 
@@ -242,7 +267,7 @@ func (t *Table) Remove() error {
 	}
 	errs = append(errs, t.holdConntrack(false), t.Close())
 	errs = append(errs, removePin(filepath.Join(t.dir, progPin)), removePin(filepath.Join(t.dir, ctlPin)),
-		removePin(filepath.Join(t.dir, recentPin)))
+		removePin(filepath.Join(t.dir, recentPin)), removePin(filepath.Join(t.dir, layoutPin)))
 	for _, name := range mapNames {
 		errs = append(errs, removePin(filepath.Join(t.dir, name)))
 	}

@@ -1,6 +1,8 @@
 package translate
 
 import (
+	"bytes"
+	"cmp"
 	"encoding/binary"
 	"math/bits"
 	"slices"
@@ -98,7 +100,15 @@ type keyset struct {
 
 // buildIndex indexes every long enough chain of ir into p.
 func (p *Plan) buildIndex(ir *Table) {
-	p.Index = Index{Segments: []Segment{{}}, Prefixes: map[PrefixKey]Span{}, Values: map[ValueKey]Span{}}
+	// Each indexed rule adds a key or a few at most: sized for that, the
+	// maps of a large table are not rebuilt as they grow.
+	keys := 0
+	for _, c := range ir.Chains {
+		if n := len(c.Rules); n > minIndexed {
+			keys += n
+		}
+	}
+	p.Index = Index{Segments: []Segment{{}}, Prefixes: make(map[PrefixKey]Span, keys), Values: make(map[ValueKey]Span, keys)}
 	for _, c := range ir.Chains {
 		// The chain's last entry (policy or implicit RETURN) matches
 		// every packet that gets there, so it always runs.
@@ -155,8 +165,8 @@ func (p *Plan) indexChain(f xtables.Family, rules []*Rule) {
 // fileRules picks each rule's field: the one where the fewest rules of
 // the chain share its key, so that lists stay short.
 func fileRules(sets [][numFields]keyset) []Field {
-	prefixes := map[PrefixKey]int{}
-	values := map[ValueKey]int{}
+	prefixes := make(map[PrefixKey]int, len(sets))
+	values := make(map[ValueKey]int, len(sets))
 	for _, s := range sets {
 		for fld := FieldSrc; fld < numFields; fld++ {
 			k := s[fld]
@@ -204,7 +214,8 @@ func (p *Plan) addPart(id uint32, fld Field, rules []*Rule, sets [][numFields]ke
 		if total(lists) > candBudget*len(rules) {
 			return false
 		}
-		for k, l := range lists {
+		for _, k := range layoutOrder(lists, comparePrefixes) {
+			l := lists[k]
 			k.Seg, k.Field = id, fld
 			x.Prefixes[k] = x.span(l)
 		}
@@ -214,10 +225,43 @@ func (p *Plan) addPart(id uint32, fld Field, rules []*Rule, sets [][numFields]ke
 	if total(lists) > candBudget*len(rules) {
 		return false
 	}
-	for v, l := range lists {
-		x.Values[ValueKey{Seg: id, Field: fld, Value: v}] = x.span(l)
+	for _, v := range layoutOrder(lists, cmp.Compare[uint32]) {
+		x.Values[ValueKey{Seg: id, Field: fld, Value: v}] = x.span(lists[v])
 	}
 	return true
+}
+
+// layoutOrder is the order the lists go into Cands: by their first rule,
+// so that the same table always gets the same layout, and a table that
+// differs by a rule differs in the lists from that rule on, not in all
+// of them. The data plane rewrites only what changed.
+func layoutOrder[K comparable](lists map[K][]uint32, compare func(a, b K) int) []K {
+	type first struct {
+		rule uint32
+		key  K
+	}
+	order := make([]first, 0, len(lists))
+	for k, l := range lists {
+		order = append(order, first{l[0], k})
+	}
+	slices.SortFunc(order, func(a, b first) int {
+		if c := cmp.Compare(a.rule, b.rule); c != 0 {
+			return c
+		}
+		return compare(a.key, b.key)
+	})
+	keys := make([]K, len(order))
+	for i := range order {
+		keys[i] = order[i].key
+	}
+	return keys
+}
+
+func comparePrefixes(a, b PrefixKey) int {
+	if c := cmp.Compare(a.Bits, b.Bits); c != 0 {
+		return c
+	}
+	return bytes.Compare(a.Addr[:], b.Addr[:])
 }
 
 func (x *Index) span(l []uint32) Span {
@@ -238,7 +282,7 @@ func total[K comparable](lists map[K][]uint32) int {
 // own and shorter ones above it): the longest prefix holding a packet's
 // address then lists every rule whose address test the packet passes.
 func prefixLists(rules []*Rule, sets [][numFields]keyset, fld Field, idx []int) map[PrefixKey][]uint32 {
-	own := map[PrefixKey][]uint32{}
+	own := make(map[PrefixKey][]uint32, len(idx))
 	lens := map[int]bool{}
 	for _, i := range idx {
 		k := sets[i][fld].prefix
@@ -260,7 +304,7 @@ func prefixLists(rules []*Rule, sets [][numFields]keyset, fld Field, idx []int) 
 }
 
 func valueLists(rules []*Rule, sets [][numFields]keyset, fld Field, idx []int) map[uint32][]uint32 {
-	out := map[uint32][]uint32{}
+	out := make(map[uint32][]uint32, len(idx))
 	for _, i := range idx {
 		for _, v := range sets[i][fld].values {
 			out[v] = append(out[v], uint32(rules[i].Index))

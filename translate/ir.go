@@ -99,6 +99,7 @@ const (
 	MatchAH6
 	MatchSPI // ah (IPv4) and esp
 	MatchTCPMSS
+	MatchSCTP
 	MatchRecent // recent: a named list of addresses shared by the rules, and both families, that name it
 )
 
@@ -132,6 +133,7 @@ type Match struct {
 	AH6       xtables.AH6Info    // MatchAH6
 	SPI       SPIMatch           // MatchSPI
 	TCPMSS    xtables.TCPMSSInfo // MatchTCPMSS
+	SCTP      xtables.SCTPInfo   // MatchSCTP
 	Recent    xtables.RecentInfo // MatchRecent
 }
 

@@ -80,6 +80,9 @@ func (l *lifter) rule(c *Chain, i int) (*Rule, error) {
 	e := &l.t.Entries[i]
 	r := &Rule{Index: i, Pos: l.position(c, i)}
 	r.IP = normalizeIP(l.t.Family, &e.IP)
+	if len(e.Matches) > 0 {
+		r.Matches = make([]Match, 0, len(e.Matches))
+	}
 	for _, m := range e.Matches {
 		im, err := liftMatch(l.t.Family, &m)
 		if err != nil {
@@ -222,10 +225,13 @@ func verdictName(v int32) string {
 	return fmt.Sprintf("%d", v)
 }
 
+// liftedRevisions are the revisions lifted of the matches whose revision
+// is not 0; any revision of those mapped to -1 is.
+var liftedRevisions = map[string]int{"conntrack": -1, "multiport": 1, "iprange": 1, "mark": 1, "tos": 1,
+	"hashlimit": -1, "addrtype": -1, "owner": 1, "recent": -1}
+
 func liftMatch(f xtables.Family, m *xtables.Match) (Match, error) {
-	rev := map[string]uint8{"conntrack": m.Revision, "multiport": 1, "iprange": 1, "mark": 1, "tos": 1,
-		"hashlimit": m.Revision, "addrtype": m.Revision, "owner": 1, "recent": m.Revision}[m.Name]
-	if m.Revision != rev {
+	if rev := liftedRevisions[m.Name]; rev >= 0 && int(m.Revision) != rev {
 		return Match{}, fmt.Errorf("revision %d not translated", m.Revision)
 	}
 	switch {
@@ -337,6 +343,9 @@ func liftHdr(f xtables.Family, m *xtables.Match) (Match, error) {
 	case m.Name == "tcpmss":
 		info, ok := infoOf[xtables.TCPMSSInfo](m.Info)
 		return Match{Kind: MatchTCPMSS, TCPMSS: info}, okOrUndecoded(ok)
+	case m.Name == "sctp":
+		info, ok := infoOf[xtables.SCTPInfo](m.Info)
+		return Match{Kind: MatchSCTP, SCTP: info}, okOrUndecoded(ok)
 	}
 	return Match{}, fmt.Errorf("not translated")
 }

@@ -43,8 +43,9 @@ type Daemon struct {
 	cfg  Config
 	log  *slog.Logger
 	klog *klog
-	// mu serialises table changes as the kernel's per-family xt mutex
-	// does; reads take it too so they see a whole table.
+	// mu guards the map of namespaces only. Each namespace has a lock of
+	// its own (nsState.mu), so that one loading its program (a quarter of
+	// a second) holds up no other.
 	mu      sync.Mutex
 	ns      map[uint64]*nsState
 	metrics *metrics
@@ -54,11 +55,63 @@ type Daemon struct {
 
 // nsState is the state of one network namespace, keyed by its cookie.
 type nsState struct {
-	cookie  uint64
+	cookie uint64
+	// mu serialises the namespace's table changes, as the kernel's xt
+	// mutex does; reads take it too so they see a whole table. It guards
+	// the fields below.
+	mu      sync.Mutex
 	filters map[xtables.Family]*filter
 	// out acts in the namespace on its REJECT and LOG reports, once a
 	// table has such rules.
 	out *nsOutput
+	// gone marks a state dropped (namespace deleted or released) while
+	// others waited for it; they start afresh.
+	gone bool
+}
+
+// lockNS returns the namespace's state, locked, creating it on first use.
+func (d *Daemon) lockNS(cookie uint64) *nsState {
+	for {
+		d.mu.Lock()
+		n := d.ns[cookie]
+		if n == nil {
+			n = &nsState{cookie: cookie, filters: map[xtables.Family]*filter{}}
+			d.ns[cookie] = n
+		}
+		d.mu.Unlock()
+		n.mu.Lock()
+		if !n.gone {
+			return n
+		}
+		n.mu.Unlock()
+	}
+}
+
+// lockKnownNS is lockNS for a namespace already met; nil if none.
+func (d *Daemon) lockKnownNS(cookie uint64) *nsState {
+	for {
+		d.mu.Lock()
+		n := d.ns[cookie]
+		d.mu.Unlock()
+		if n == nil {
+			return nil
+		}
+		n.mu.Lock()
+		if !n.gone {
+			return n
+		}
+		n.mu.Unlock()
+	}
+}
+
+// dropNS forgets a locked namespace state; the caller still unlocks it.
+func (d *Daemon) dropNS(n *nsState) {
+	d.mu.Lock()
+	if d.ns[n.cookie] == n {
+		delete(d.ns, n.cookie)
+	}
+	d.mu.Unlock()
+	n.gone = true
 }
 
 // New prepares a daemon; Serve starts answering.
@@ -99,19 +152,11 @@ func (d *Daemon) bpfDir(cookie uint64, fam xtables.Family) string {
 	return filepath.Join(d.cfg.BPFFS, strconv.FormatUint(cookie, 10), famName(fam))
 }
 
-// filterOf returns the namespace's filter table of fam, creating it as the
-// kernel does on first use: empty chains with ACCEPT policies, counting
-// from that moment.
-func (d *Daemon) filterOf(ks kernelSock, fam xtables.Family) (*filter, error) {
-	cookie, err := ks.cookie()
-	if err != nil {
-		return nil, fmt.Errorf("namespace cookie: %w", err)
-	}
-	n := d.ns[cookie]
-	if n == nil {
-		n = &nsState{cookie: cookie, filters: map[xtables.Family]*filter{}}
-		d.ns[cookie] = n
-	}
+// filterOf returns the filter table of fam of n (locked, the namespace of
+// ks), creating it as the kernel does on first use: empty chains with
+// ACCEPT policies, counting from that moment.
+func (d *Daemon) filterOf(n *nsState, ks kernelSock, fam xtables.Family) (*filter, error) {
+	cookie := n.cookie
 	if f := n.filters[fam]; f != nil {
 		return f, nil
 	}

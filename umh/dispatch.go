@@ -105,9 +105,13 @@ func (d *Daemon) getInfo(req *request, fam xtables.Family) reply {
 // withFilter runs fn on the caller's filter table of fam under the lock;
 // while the kernel's xtables holds the table, the kernel answers instead.
 func (d *Daemon) withFilter(req *request, fam xtables.Family, op string, fn func(f *filter) reply) reply {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	f, err := d.filterOf(req.sock, fam)
+	cookie, err := req.sock.cookie()
+	if err != nil {
+		return d.internal(op, fmt.Errorf("namespace cookie: %w", err))
+	}
+	n := d.lockNS(cookie)
+	defer n.mu.Unlock()
+	f, err := d.filterOf(n, req.sock, fam)
 	if err != nil {
 		return d.internal(op, err)
 	}
@@ -129,16 +133,14 @@ func (d *Daemon) getEntries(req *request, fam xtables.Family) reply {
 		if size != f.table.Size {
 			return errReply(unix.EAGAIN)
 		}
-		blob, err := f.entries()
-		if err != nil {
-			return d.internal("GET_ENTRIES", err)
-		}
 		// The kernel writes only the entries; the header stays as the
 		// caller's buffer had it.
 		const header = 40
-		out := make([]byte, 0, header+len(blob))
-		out = append(out, req.payload[:header]...)
-		return reply{payload: append(out, blob...), optlen: req.optlen}
+		out, err := f.entries(req.payload[:header])
+		if err != nil {
+			return d.internal("GET_ENTRIES", err)
+		}
+		return reply{payload: out, optlen: req.optlen}
 	})
 }
 
@@ -155,10 +157,12 @@ func (d *Daemon) setAddCounters(req *request, fam xtables.Family) reply {
 		if err != nil {
 			return d.internal("ADD_COUNTERS", err)
 		}
+		start := time.Now()
 		if err := f.addCounters(a, j); err != nil {
 			d.klog.printf(klogWarn, "%s filter: counters not added: %v", famName(fam), err)
 			return errReply(err)
 		}
+		f.addLatency = time.Since(start)
 		return reply{}
 	})
 }
@@ -168,8 +172,10 @@ func (d *Daemon) setReplace(req *request, fam xtables.Family) reply {
 		return passReply
 	}
 	start := time.Now()
+	clock := newStageClock()
 	r, err := xtables.DecodeReplace(fam, req.payload)
 	if err == nil {
+		clock.mark("decode")
 		r.UserNS = req.userns
 		err = xtables.Validate(r)
 	}
@@ -177,9 +183,13 @@ func (d *Daemon) setReplace(req *request, fam xtables.Family) reply {
 		d.klog.printf(klogWarn, "%s filter: replace refused: %v", famName(fam), err)
 		return errReply(err)
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	f, err := d.filterOf(req.sock, fam)
+	cookie, err := req.sock.cookie()
+	if err != nil {
+		return d.internal("SET_REPLACE", fmt.Errorf("namespace cookie: %w", err))
+	}
+	n := d.lockNS(cookie)
+	defer n.mu.Unlock()
+	f, err := d.filterOf(n, req.sock, fam)
 	if err != nil {
 		return d.internal("SET_REPLACE", err)
 	}
@@ -190,20 +200,24 @@ func (d *Daemon) setReplace(req *request, fam xtables.Family) reply {
 	if err != nil {
 		return d.internal("SET_REPLACE", err)
 	}
-	old, err := d.install(j, req.sock, f, r)
+	clock.mark("validate and lock")
+	j.clock = clock
+	old, err := d.install(j, req.sock, n, f, r)
 	if err != nil {
 		d.klog.printf(klogWarn, "%s filter: replace failed, the table in force stays: %v", famName(fam), err)
 		return errReply(err)
 	}
-	f.updated, f.latency = time.Now(), time.Since(start)
+	out := xtables.EncodeCounters(old)
+	clock.mark("reply")
+	f.updated, f.latency, f.stages = time.Now(), time.Since(start), clock.stages
 	d.trim.after(len(r.Entries))
-	return reply{payload: xtables.EncodeCounters(old), counters: true}
+	return reply{payload: out, counters: true}
 }
 
 // install puts r in force in BPF when it translates, otherwise in the
 // kernel (fallback) or nowhere (strict).
-func (d *Daemon) install(j *journal, ks kernelSock, f *filter, r *xtables.Replace) ([]xtables.Counters, error) {
-	plan, err := translate.Build(&r.Table)
+func (d *Daemon) install(j *journal, ks kernelSock, n *nsState, f *filter, r *xtables.Replace) ([]xtables.Counters, error) {
+	plan, err := d.compile(j, &r.Table)
 	if err == nil {
 		wasKernel := f.kernel
 		var old []xtables.Counters
@@ -212,7 +226,7 @@ func (d *Daemon) install(j *journal, ks kernelSock, f *filter, r *xtables.Replac
 			d.klog.printf(klogInfo, "%s filter: table runs in BPF again", famName(f.fam))
 		}
 		if err == nil && plan.Reports {
-			d.startReports(ks, f)
+			d.startReports(ks, n, f)
 		}
 		// The data plane refuses, before it changes anything, a plan
 		// that its hashlimit tables in force make it unable to run
@@ -235,21 +249,32 @@ func (d *Daemon) install(j *journal, ks kernelSock, f *filter, r *xtables.Replac
 	return old, kerr
 }
 
+// compile is translate.Build, its two halves timed.
+func (d *Daemon) compile(j *journal, t *xtables.Table) (*translate.Plan, error) {
+	ir, err := translate.Lift(t)
+	if err != nil {
+		return nil, err
+	}
+	j.mark("lift")
+	plan, err := translate.Compile(ir)
+	if err != nil {
+		return nil, err
+	}
+	j.mark("compile and index")
+	return plan, nil
+}
+
 // startReports makes the daemon act on the REJECT and LOG rules of a
 // table just put in force. The rules are in force either way: should this
 // fail, they drop (REJECT) and go on (LOG) without reply or line.
-func (d *Daemon) startReports(ks kernelSock, f *filter) {
+func (d *Daemon) startReports(ks kernelSock, n *nsState, f *filter) {
 	err := func() error {
-		cookie, err := ks.cookie()
-		if err != nil {
-			return err
-		}
 		nsf, err := ks.netns()
 		if err != nil {
 			return err
 		}
 		defer nsf.Close()
-		return d.attachReports(d.ns[cookie], f, nsf)
+		return d.attachReports(n, f, nsf)
 	}()
 	if err != nil {
 		d.klog.printf(klogWarn, "%s filter: REJECT sends no replies and LOG writes no lines: %v", famName(f.fam), err)

@@ -34,10 +34,18 @@ type filter struct {
 	table *xtables.Table
 	// added holds what SET_ADD_COUNTERS added to each entry; the live
 	// counts come from the data plane and the two are summed on read.
-	added   []xtables.Counters
-	dp      *bpf.Table
-	updated time.Time
-	latency time.Duration
+	added []xtables.Counters
+	// saved is table's entries encoded as the state file keeps them, user
+	// as GET_ENTRIES hands them out with zero counters: each is built once
+	// per table rather than once per request (nil: not yet).
+	saved, user []byte
+	dp          *bpf.Table
+	updated     time.Time
+	latency     time.Duration
+	// stages are the steps of the last replace; addLatency is the time
+	// of the last SET_ADD_COUNTERS, which iptables sends after one.
+	stages     []Stage
+	addLatency time.Duration
 	// sink reads the data plane's REJECT and LOG reports, once it has a
 	// report ring.
 	sink *ringSink
@@ -59,6 +67,13 @@ func newFilter(fam xtables.Family, dir string, netns *os.File, plan *translate.P
 		}
 	}
 	dp, err := bpf.Open(dir, fam)
+	if errors.Is(err, bpf.ErrOtherLayout) {
+		// Another build's pins with no table saved for them: nothing
+		// in them is worth keeping.
+		if err = os.RemoveAll(dir); err == nil {
+			dp, err = bpf.Open(dir, fam)
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open data plane: %w", err)
 	}
@@ -137,19 +152,33 @@ func (f *filter) info() xtables.Info {
 	return xtables.InfoOf(f.table)
 }
 
-// entries encodes the table with its current counters, as GET_ENTRIES
-// returns it.
-func (f *filter) entries() ([]byte, error) {
+// entries is header followed by the table with its current counters, as
+// GET_ENTRIES returns it.
+func (f *filter) entries(header []byte) ([]byte, error) {
 	c, err := f.counters()
 	if err != nil {
 		return nil, err
 	}
-	es := make([]xtables.Entry, len(f.table.Entries))
-	copy(es, f.table.Entries)
-	for i := range es {
-		es[i].Counters = c[i]
+	if f.user == nil {
+		f.user = f.encoded()
+		if xtables.UserDiffers(f.fam, f.table.Entries) {
+			f.user = xtables.EncodeUserEntries(f.fam, f.table.Entries)
+		}
 	}
-	return xtables.EncodeUserEntries(f.fam, es), nil
+	out := make([]byte, 0, len(header)+len(f.user))
+	out = append(append(out, header...), f.user...)
+	if err := xtables.PutCounters(f.fam, out[len(header):], c); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// encoded is the table's entries as saved.
+func (f *filter) encoded() []byte {
+	if f.saved == nil {
+		f.saved = xtables.EncodeEntries(f.fam, f.table.Entries)
+	}
+	return f.saved
 }
 
 // addCounters adds to the entries' counters, saved first: counters the
@@ -179,10 +208,20 @@ func (f *filter) next(kernel bool, reason string, t *xtables.Table, slot uint32)
 		Entries: xtables.EncodeEntries(f.fam, t.Entries), Added: make([]xtables.Counters, len(t.Entries))}
 }
 
+// flipped is the state f reaches when t is put in force by an Install,
+// in the generation packets do not use now.
+func (f *filter) flipped(kernel bool, reason string, t *xtables.Table) (*saved, error) {
+	cur, err := f.dp.Active()
+	if err != nil {
+		return nil, err
+	}
+	return f.next(kernel, reason, t, cur^1), nil
+}
+
 // apply makes s, whose table is t, the state of f.
 func (f *filter) apply(s *saved, t *xtables.Table) {
 	f.seq, f.slot, f.kernel, f.reason = s.Seq, s.Slot, s.Kernel, s.Reason
-	f.table = t
+	f.table, f.saved, f.user = t, s.Entries, nil
 	f.added = make([]xtables.Counters, len(t.Entries))
 }
 
@@ -195,28 +234,42 @@ func (f *filter) replaceBPF(r *xtables.Replace, plan *translate.Plan, ks kernelS
 	if err := xtables.CheckCounters(r, uint32(len(f.table.Entries))); err != nil {
 		return nil, err
 	}
-	next := f.next(false, "", &r.Table, f.slot^1)
+	next, err := f.flipped(false, "", &r.Table)
+	if err != nil {
+		return nil, err
+	}
+	j.mark("encode state")
 	if err := j.begin(next); err != nil {
 		return nil, err
 	}
 	defer j.done()
-	live, err := f.dp.Install(plan)
+	live, err := f.install(j, plan)
 	if err != nil {
 		return nil, fmt.Errorf("install: %w", dataplaneErrno(err))
 	}
 	if err := j.commit(next); err != nil {
-		return nil, f.undo(err, ks, false)
+		return nil, f.undo(err, ks, next.Slot^1, false)
 	}
 	old := sumCounters(f.added, live)
 	f.apply(next, &r.Table)
 	return old, nil
 }
 
-// undo puts f's own table back in force after a change failed with err,
-// giving the kernel back its empty table when the change had filled it.
-func (f *filter) undo(err error, ks kernelSock, kernelFilled bool) error {
+// install is dp.Install with its steps timed on j's clock.
+func (f *filter) install(j *journal, plan *translate.Plan) ([]bpf.Counter, error) {
+	if j.clock != nil {
+		f.dp.Step = j.clock.mark
+		defer func() { f.dp.Step = nil }()
+	}
+	return f.dp.Install(plan)
+}
+
+// undo puts f's own table, in generation was, back in force after a
+// change failed with err, giving the kernel back its empty table when the
+// change had filled it.
+func (f *filter) undo(err error, ks kernelSock, was uint32, kernelFilled bool) error {
 	var errs []error
-	if rerr := f.dp.Activate(f.slot); rerr != nil {
+	if rerr := f.dp.Activate(was); rerr != nil {
 		errs = append(errs, rerr)
 	}
 	if kernelFilled {
@@ -242,7 +295,10 @@ func (f *filter) kernelToBPF(r *xtables.Replace, plan *translate.Plan, ks kernel
 	if err := xtables.CheckCounters(r, ki.NumEntries); err != nil {
 		return nil, err
 	}
-	next := f.next(false, "", &r.Table, f.slot^1)
+	next, err := f.flipped(false, "", &r.Table)
+	if err != nil {
+		return nil, err
+	}
 	if err := j.begin(next); err != nil {
 		return nil, err
 	}
@@ -251,7 +307,7 @@ func (f *filter) kernelToBPF(r *xtables.Replace, plan *translate.Plan, ks kernel
 		return nil, fmt.Errorf("install: %w", dataplaneErrno(err))
 	}
 	if err := j.commit(next); err != nil {
-		return nil, f.undo(err, ks, false)
+		return nil, f.undo(err, ks, next.Slot^1, false)
 	}
 	empty, err := xtables.InitialTable(f.fam, "filter")
 	if err != nil {
@@ -261,7 +317,7 @@ func (f *filter) kernelToBPF(r *xtables.Replace, plan *translate.Plan, ks kernel
 	if err != nil {
 		// The kernel still holds the old rules: hand the table back to it
 		// rather than run both, and save that again.
-		err = f.undo(fmt.Errorf("empty kernel table: %w", err), ks, false)
+		err = f.undo(fmt.Errorf("empty kernel table: %w", err), ks, next.Slot^1, false)
 		f.seq = next.Seq + 1
 		if serr := j.save(f.snapshot()); serr != nil {
 			err = fmt.Errorf("%w (and saving the table back in the kernel failed: %v)", err, serr)
@@ -286,7 +342,10 @@ func (f *filter) replaceKernel(r *xtables.Replace, reason string, ks kernelSock,
 	if err != nil {
 		return nil, err
 	}
-	next := f.next(true, reason, &r.Table, f.slot^1)
+	next, err := f.flipped(true, reason, &r.Table)
+	if err != nil {
+		return nil, err
+	}
 	if err := j.begin(next); err != nil {
 		return nil, err
 	}
@@ -299,10 +358,10 @@ func (f *filter) replaceKernel(r *xtables.Replace, reason string, ks kernelSock,
 	faultpoint.Reach("umh.kernel-replaced")
 	live, err := f.dp.Install(translate.Passthrough(f.fam))
 	if err != nil {
-		return nil, f.undo(fmt.Errorf("step data plane aside: %w", dataplaneErrno(err)), ks, true)
+		return nil, f.undo(fmt.Errorf("step data plane aside: %w", dataplaneErrno(err)), ks, next.Slot^1, true)
 	}
 	if err := j.commit(next); err != nil {
-		return nil, f.undo(err, ks, true)
+		return nil, f.undo(err, ks, next.Slot^1, true)
 	}
 	old := sumCounters(f.added, live)
 	f.apply(next, &r.Table)

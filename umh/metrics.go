@@ -132,22 +132,38 @@ func (c tableCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c tableCollector) Collect(ch chan<- prometheus.Metric) {
 	c.d.mu.Lock()
-	defer c.d.mu.Unlock()
+	cookies := make([]uint64, 0, len(c.d.ns))
+	for cookie := range c.d.ns {
+		cookies = append(cookies, cookie)
+	}
+	c.d.mu.Unlock()
 	failed := 0
-	for cookie, n := range c.d.ns {
-		ns := strconv.FormatUint(cookie, 10)
-		for _, fam := range []xtables.Family{xtables.IPv4, xtables.IPv6} {
-			f := n.filters[fam]
-			if f == nil {
-				continue
-			}
-			if err := collectTable(ch, ns, f); err != nil {
-				c.d.log.Warn("metrics: read counters", "netns", cookie, "family", famName(fam), "err", err)
-				failed++
-			}
-		}
+	for _, cookie := range cookies {
+		failed += c.collectNS(ch, cookie)
 	}
 	ch <- prometheus.MustNewConstMetric(descScrapeErrors, prometheus.GaugeValue, float64(failed))
+}
+
+// collectNS reports one namespace's tables and returns how many could not
+// be read.
+func (c tableCollector) collectNS(ch chan<- prometheus.Metric, cookie uint64) int {
+	n := c.d.lockKnownNS(cookie)
+	if n == nil {
+		return 0
+	}
+	defer n.mu.Unlock()
+	failed := 0
+	for _, fam := range []xtables.Family{xtables.IPv4, xtables.IPv6} {
+		f := n.filters[fam]
+		if f == nil {
+			continue
+		}
+		if err := collectTable(ch, strconv.FormatUint(cookie, 10), f); err != nil {
+			c.d.log.Warn("metrics: read counters", "netns", cookie, "family", famName(fam), "err", err)
+			failed++
+		}
+	}
+	return failed
 }
 
 func collectTable(ch chan<- prometheus.Metric, ns string, f *filter) error {

@@ -24,9 +24,13 @@ func (d *Daemon) recent(ks kernelSock, payload []byte) *wire.Reply {
 	if err := json.Unmarshal(payload, &req); err != nil {
 		return toWire(errReply(fmt.Errorf("recent request: %w", unix.EINVAL)))
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	dp, err := d.recentPlane(ks)
+	cookie, err := ks.cookie()
+	if err != nil {
+		return toWire(d.internal("RECENT", fmt.Errorf("namespace cookie: %w", err)))
+	}
+	n := d.lockNS(cookie)
+	defer n.mu.Unlock()
+	dp, err := d.recentPlane(n, ks)
 	if err != nil {
 		return toWire(errReply(err))
 	}
@@ -51,16 +55,12 @@ func (d *Daemon) recent(ks kernelSock, payload []byte) *wire.Reply {
 // recentPlane is a data plane of the caller's namespace: either family's
 // reaches the namespace's lists. A namespace where xtbpf has no table has
 // no list.
-func (d *Daemon) recentPlane(ks kernelSock) (*bpf.Table, error) {
-	cookie, err := ks.cookie()
-	if err != nil {
-		return nil, err
-	}
+func (d *Daemon) recentPlane(n *nsState, ks kernelSock) (*bpf.Table, error) {
 	for _, fam := range []xtables.Family{xtables.IPv4, xtables.IPv6} {
-		if _, err := os.Stat(d.bpfDir(cookie, fam)); errors.Is(err, fs.ErrNotExist) {
+		if _, err := os.Stat(d.bpfDir(n.cookie, fam)); errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
-		f, err := d.filterOf(ks, fam)
+		f, err := d.filterOf(n, ks, fam)
 		if err != nil {
 			return nil, d.internalErr("RECENT", err)
 		}

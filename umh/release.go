@@ -30,20 +30,20 @@ func (d *Daemon) release(ks kernelSock) *wire.Reply {
 		return toWire(errReply(err))
 	}
 	defer nsf.Close()
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	n := d.lockNS(cookie)
+	defer n.mu.Unlock()
 	var done []string
 	for _, fam := range []xtables.Family{xtables.IPv4, xtables.IPv6} {
 		if _, err := os.Stat(d.bpfDir(cookie, fam)); errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
-		if err := d.releaseFamily(cookie, nsf, fam); err != nil {
+		if err := d.releaseFamily(n, nsf, fam); err != nil {
 			return toWire(d.internal("RELEASE", err))
 		}
 		done = append(done, famName(fam))
 	}
-	if n := d.ns[cookie]; n != nil && len(n.filters) == 0 {
-		delete(d.ns, cookie)
+	if len(n.filters) == 0 {
+		d.dropNS(n)
 	}
 	if err := os.RemoveAll(filepath.Join(d.cfg.BPFFS, strconv.FormatUint(cookie, 10))); err != nil {
 		return toWire(d.internal("RELEASE", fmt.Errorf("release netns %d: %w", cookie, err)))
@@ -63,13 +63,14 @@ func (d *Daemon) release(ks kernelSock) *wire.Reply {
 // BPF counts, final once the pass-through plan is in force, are then added
 // to the kernel's. A packet that crosses both hooks in between is counted
 // twice, as the two tables filter it alike.
-func (d *Daemon) releaseFamily(cookie uint64, nsf *os.File, fam xtables.Family) error {
+func (d *Daemon) releaseFamily(n *nsState, nsf *os.File, fam xtables.Family) error {
+	cookie := n.cookie
 	ks, err := familySock(nsf, fam)
 	if err != nil {
 		return fmt.Errorf("release netns %d: %w", cookie, err)
 	}
 	defer ks.f.Close()
-	f, err := d.filterOf(ks, fam)
+	f, err := d.filterOf(n, ks, fam)
 	if err != nil {
 		return fmt.Errorf("release netns %d: %w", cookie, err)
 	}
@@ -90,11 +91,11 @@ func (d *Daemon) releaseFamily(cookie uint64, nsf *os.File, fam xtables.Family) 
 			return fmt.Errorf("release netns %d: kernel ADD_COUNTERS: %w", cookie, err)
 		}
 	}
-	d.dropReports(d.ns[cookie], fam)
+	d.dropReports(n, fam)
 	if err := f.dp.Remove(); err != nil {
 		return fmt.Errorf("release netns %d: %w", cookie, err)
 	}
-	delete(d.ns[cookie].filters, fam)
+	delete(n.filters, fam)
 	return nil
 }
 

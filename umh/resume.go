@@ -61,13 +61,8 @@ func (d *Daemon) resumeNamespace(cookie uint64) error {
 		return err
 	}
 	defer nsf.Close()
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	n := d.ns[cookie]
-	if n == nil {
-		n = &nsState{cookie: cookie, filters: map[xtables.Family]*filter{}}
-		d.ns[cookie] = n
-	}
+	n := d.lockNS(cookie)
+	defer n.mu.Unlock()
 	for _, fam := range fams {
 		if n.filters[fam] != nil {
 			continue

@@ -32,18 +32,28 @@ type stateHeader struct {
 const counterSize = 16
 
 func encodeState(s *saved) ([]byte, error) {
+	parts, err := stateParts(s)
+	if err != nil {
+		return nil, err
+	}
+	return bytes.Join(parts, nil), nil
+}
+
+// stateParts are the pieces of the state file in order; the entries are
+// s's own bytes, not a copy.
+func stateParts(s *saved) ([][]byte, error) {
 	h, err := json.Marshal(stateHeader{Seq: s.Seq, Slot: s.Slot, Kernel: s.Kernel, Reason: s.Reason,
 		Info: s.Info, Entries: len(s.Entries), Added: len(s.Added)})
 	if err != nil {
 		return nil, fmt.Errorf("encode state: %w", err)
 	}
-	b := make([]byte, 0, len(stateMagic)+len(h)+1+len(s.Entries)+counterSize*len(s.Added))
-	b = append(append(append(append(b, stateMagic...), h...), '\n'), s.Entries...)
+	head := append(append([]byte(stateMagic), h...), '\n')
+	added := make([]byte, 0, counterSize*len(s.Added))
 	for _, c := range s.Added {
-		b = binary.LittleEndian.AppendUint64(b, c.Packets)
-		b = binary.LittleEndian.AppendUint64(b, c.Bytes)
+		added = binary.LittleEndian.AppendUint64(added, c.Packets)
+		added = binary.LittleEndian.AppendUint64(added, c.Bytes)
 	}
-	return b, nil
+	return [][]byte{head, s.Entries, added}, nil
 }
 
 var errStateFormat = errors.New("not a state file")

@@ -28,6 +28,10 @@ type TableStatus struct {
 	Entries   int       `json:"entries"`
 	Updated   time.Time `json:"updated,omitzero"`
 	LatencyUS int64     `json:"update_latency_us"`
+	// Stages break the last replace down by step; AddCountersUS is the
+	// SET_ADD_COUNTERS that followed it.
+	Stages        []Stage `json:"update_stages,omitempty"`
+	AddCountersUS int64   `json:"add_counters_us"`
 	// Links are read back from the kernel; Problem says why they or the
 	// policy counters could not be.
 	Links    []bpf.LinkInfo `json:"links"`
@@ -40,16 +44,15 @@ func (d *Daemon) status(ks kernelSock) *wire.Reply {
 	if err != nil {
 		return toWire(errReply(err))
 	}
-	d.mu.Lock()
 	st := Status{Netns: cookie, Mode: d.cfg.Mode, Tables: []TableStatus{}}
-	if n := d.ns[cookie]; n != nil {
+	if n := d.lockKnownNS(cookie); n != nil {
 		for _, fam := range []xtables.Family{xtables.IPv4, xtables.IPv6} {
 			if f := n.filters[fam]; f != nil {
 				st.Tables = append(st.Tables, f.status())
 			}
 		}
+		n.mu.Unlock()
 	}
-	d.mu.Unlock()
 	b, err := json.Marshal(st)
 	if err != nil {
 		return toWire(errReply(err))
@@ -64,7 +67,8 @@ func (f *filter) status() TableStatus {
 		mode = "kernel"
 	}
 	ts := TableStatus{Family: famName(f.fam), Table: ownedTable, Mode: mode, Reason: f.reason,
-		Rules: rules, Chains: chains, Entries: len(f.table.Entries), Updated: f.updated, LatencyUS: f.latency.Microseconds()}
+		Rules: rules, Chains: chains, Entries: len(f.table.Entries), Updated: f.updated, LatencyUS: f.latency.Microseconds(),
+		Stages: f.stages, AddCountersUS: f.addLatency.Microseconds()}
 	f.addDetails(&ts)
 	return ts
 }

@@ -43,7 +43,7 @@ func (d *Daemon) intentPath(cookie uint64, fam xtables.Family) string {
 // snapshot is f as saved.
 func (f *filter) snapshot() *saved {
 	return &saved{Seq: f.seq, Slot: f.slot, Kernel: f.kernel, Reason: f.reason, Info: f.info(),
-		Entries: xtables.EncodeEntries(f.fam, f.table.Entries), Added: f.added}
+		Entries: f.encoded(), Added: f.added}
 }
 
 // save writes the table atomically (rename), so a crash leaves the old or
@@ -53,7 +53,7 @@ func (d *Daemon) save(cookie uint64, f *filter) error {
 }
 
 func writeState(path string, s *saved) error {
-	b, err := encodeState(s)
+	parts, err := stateParts(s)
 	if err != nil {
 		return err
 	}
@@ -61,12 +61,41 @@ func writeState(path string, s *saved) error {
 		return fmt.Errorf("state dir: %w", stateErrno(err))
 	}
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	if err := writeParts(tmp, parts); err != nil {
+		os.Remove(tmp)
 		return fmt.Errorf("write state: %w", stateErrno(err))
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("write state: %w", stateErrno(err))
+	}
+	return nil
+}
+
+func writeParts(path string, parts [][]byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	for _, p := range parts {
+		if _, err := f.Write(p); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	return f.Close()
+}
+
+// linkState gives the file at from the name to as well, atomically.
+func linkState(from, to string) error {
+	tmp := to + ".tmp"
+	os.Remove(tmp)
+	if err := os.Link(from, tmp); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, to); err != nil {
+		os.Remove(tmp)
+		return err
 	}
 	return nil
 }
@@ -109,6 +138,14 @@ type journal struct {
 	d      *Daemon
 	cookie uint64
 	fam    xtables.Family
+	// clock times the change's steps; nil when nobody asks.
+	clock *stageClock
+}
+
+func (j *journal) mark(step string) {
+	if j.clock != nil {
+		j.clock.mark(step)
+	}
 }
 
 func (d *Daemon) journalOf(ks kernelSock, fam xtables.Family) (*journal, error) {
@@ -123,14 +160,22 @@ func (j *journal) begin(next *saved) error {
 	if err := writeState(j.d.intentPath(j.cookie, j.fam), next); err != nil {
 		return fmt.Errorf("record the change: %w", err)
 	}
+	j.mark("journal intent")
 	return nil
 }
 
+// commit makes the intent, next as begin wrote it, the state: a second
+// name for the same file rather than a second copy of a table that may
+// be megabytes, or the copy where the file system has no hard links.
 func (j *journal) commit(next *saved) error {
 	faultpoint.Reach("umh.commit")
-	if err := writeState(j.d.statePath(j.cookie, j.fam), next); err != nil {
-		return fmt.Errorf("save the change: %w", err)
+	state := j.d.statePath(j.cookie, j.fam)
+	if err := linkState(j.d.intentPath(j.cookie, j.fam), state); err != nil {
+		if err := writeState(state, next); err != nil {
+			return fmt.Errorf("save the change: %w", err)
+		}
 	}
+	j.mark("journal commit")
 	faultpoint.Reach("umh.committed")
 	return nil
 }
@@ -183,6 +228,9 @@ func (d *Daemon) restoreFilter(ks kernelSock, cookie uint64, fam xtables.Family,
 		return nil, err
 	}
 	dp, err := bpf.Open(dir, fam)
+	if errors.Is(err, bpf.ErrOtherLayout) {
+		return d.upgrade(ks, cookie, fam, nsf, s, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("reopen data plane: %w", err)
 	}
@@ -190,7 +238,7 @@ func (d *Daemon) restoreFilter(ks kernelSock, cookie uint64, fam xtables.Family,
 		dp.Close()
 		return nil, fmt.Errorf("reattach data plane: %w", err)
 	}
-	f := &filter{fam: fam, seq: s.Seq, slot: s.Slot, kernel: s.Kernel, reason: s.Reason, table: t, added: added, dp: dp}
+	f := &filter{fam: fam, seq: s.Seq, slot: s.Slot, kernel: s.Kernel, reason: s.Reason, table: t, added: added, dp: dp, saved: s.Entries}
 	if s.Seq == 0 {
 		if f.slot, err = dp.Active(); err != nil {
 			dp.Close()

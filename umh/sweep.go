@@ -206,17 +206,15 @@ func (d *Daemon) recordNetns(cookie uint64, nsf *os.File) error {
 // forget drops a deleted namespace: unpinning its links releases the
 // references that kept it alive.
 func (d *Daemon) forget(cookie uint64) error {
-	d.mu.Lock()
-	if n := d.ns[cookie]; n != nil {
-		d.dropReports(n, xtables.IPv4, xtables.IPv6)
-		for _, f := range n.filters {
-			f.dp.Close()
-		}
-		delete(d.ns, cookie)
+	n := d.lockNS(cookie)
+	defer n.mu.Unlock()
+	// Dropped last, once the pins are gone: a caller waiting for the
+	// namespace then starts from nothing.
+	defer d.dropNS(n)
+	d.dropReports(n, xtables.IPv4, xtables.IPv6)
+	for _, f := range n.filters {
+		f.dp.Close()
 	}
-	// The namespace is gone and out of d.ns: nothing else reaches its
-	// pins and state, so they go without holding up other requests.
-	d.mu.Unlock()
 	dir := filepath.Join(d.cfg.BPFFS, strconv.FormatUint(cookie, 10))
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("sweep netns %d: %w", cookie, err)

@@ -12,7 +12,7 @@ import (
 // targets that run past their container. Everything else (alignment,
 // flags, verdicts, sizes an extension would refuse) is Validate's job.
 func DecodeEntries(f Family, blob []byte) ([]Entry, error) {
-	var out []Entry
+	out := make([]Entry, 0, countEntries(f, blob))
 	for pos := 0; pos < len(blob); {
 		e, err := decodeEntry(f, blob, pos)
 		if err != nil {
@@ -22,6 +22,21 @@ func DecodeEntries(f Family, blob []byte) ([]Entry, error) {
 		pos += int(e.NextOffset)
 	}
 	return out, nil
+}
+
+// countEntries is how many entries the blob's next_offsets chain through,
+// so that a table of 50,000 entries is decoded into one allocation; the
+// decoder proper judges the blob.
+func countEntries(f Family, blob []byte) int {
+	n := 0
+	for pos := 0; pos+entrySize(f) < len(blob); n++ {
+		no := int(ne.Uint16(blob[pos+nextOffsetOff(f):]))
+		if no == 0 {
+			break
+		}
+		pos += no
+	}
+	return n
 }
 
 func decodeEntry(f Family, blob []byte, pos int) (Entry, error) {
@@ -71,7 +86,7 @@ func decodeMatches(f Family, b []byte) ([]Match, error) {
 			return nil, fmt.Errorf("match %d: size %d does not fit the %d bytes before the target", len(out), size, len(b)-off)
 		}
 		m := Match{
-			Name:     cString(b[off+2 : off+2+extNameLen]),
+			Name:     extName(b[off+2 : off+2+extNameLen]),
 			Revision: b[off+extHeaderSize-1],
 			Data:     append([]byte{}, b[off+extHeaderSize:off+size]...),
 		}
@@ -91,7 +106,7 @@ func decodeTarget(f Family, b []byte) (Target, error) {
 		return Target{}, fmt.Errorf("target_size %d does not fit the %d bytes after target_offset", size, len(b))
 	}
 	t := Target{
-		Name:     cString(b[2 : 2+extNameLen]),
+		Name:     extName(b[2 : 2+extNameLen]),
 		Revision: b[extHeaderSize-1],
 		Data:     append([]byte{}, b[extHeaderSize:size]...),
 	}
@@ -131,18 +146,20 @@ func encodeEntries(f Family, entries []Entry, payload func(Family, *Match) []byt
 	}
 	out := make([]byte, 0, size)
 	for i := range entries {
-		out = append(out, encodeEntry(f, &entries[i], payload)...)
+		out = appendEntry(out, f, &entries[i], payload)
 	}
 	return out
 }
 
-func encodeEntry(f Family, e *Entry, payload func(Family, *Match) []byte) []byte {
+// appendEntry encodes e at the end of out.
+func appendEntry(out []byte, f Family, e *Entry, payload func(Family, *Match) []byte) []byte {
 	es := entrySize(f)
-	var matches []byte
+	start := len(out)
+	out = append(out, make([]byte, es)...)
 	for i := range e.Matches {
 		p := payload(f, &e.Matches[i])
-		matches = append(matches, extHeader(len(p), e.Matches[i].Name, e.Matches[i].Revision)...)
-		matches = append(matches, p...)
+		out = appendExtHeader(out, len(p), e.Matches[i].Name, e.Matches[i].Revision)
+		out = append(out, p...)
 	}
 	tp := targetPayload(f, &e.Target)
 	to, no := int(e.TargetOffset), int(e.NextOffset)
@@ -150,11 +167,12 @@ func encodeEntry(f Family, e *Entry, payload func(Family, *Match) []byte) []byte
 	if e.Target.Name == StandardTarget {
 		need = max(need, extHeaderSize+4)
 	}
-	if to != es+len(matches) || to+need > no || no > 0xffff {
-		to = es + len(matches)
+	if to != len(out)-start || to+need > no || no > 0xffff {
+		to = len(out) - start
 		no = to + xtAlign(need)
 	}
-	b := make([]byte, no)
+	out = append(out, make([]byte, no-to)...)
+	b := out[start:]
 	encodeIP(f, &e.IP, b)
 	ne.PutUint32(b[nfcacheOff(f):], e.NFCache)
 	ne.PutUint16(b[targetOffsetOff(f):], uint16(to))
@@ -162,19 +180,42 @@ func encodeEntry(f Family, e *Entry, payload func(Family, *Match) []byte) []byte
 	ne.PutUint32(b[comefromOff(f):], e.Comefrom)
 	ne.PutUint64(b[countersOff(f):], e.Counters.Packets)
 	ne.PutUint64(b[countersOff(f)+8:], e.Counters.Bytes)
-	copy(b[es:], matches)
-	copy(b[to:], extHeader(len(tp), e.Target.Name, e.Target.Revision))
+	appendExtHeader(b[to:to], len(tp), e.Target.Name, e.Target.Revision)
 	copy(b[to+extHeaderSize:], tp)
 	if e.Target.Name == StandardTarget {
 		ne.PutUint32(b[to+extHeaderSize:], uint32(e.Target.Verdict))
 	}
-	return b
+	return out
 }
 
-func extHeader(payload int, name string, rev uint8) []byte {
-	h := make([]byte, extHeaderSize)
+func appendExtHeader(out []byte, payload int, name string, rev uint8) []byte {
+	out = append(out, make([]byte, extHeaderSize)...)
+	h := out[len(out)-extHeaderSize:]
 	ne.PutUint16(h, uint16(extHeaderSize+payload))
 	copy(h[2:2+extNameLen], name)
 	h[extHeaderSize-1] = rev
-	return h
+	return out
 }
+
+// extName is cString for extension names, without an allocation for
+// the names this package knows: a table repeats a few names thousands
+// of times.
+func extName(b []byte) string {
+	if name, ok := knownNames[string(cBytes(b))]; ok {
+		return name
+	}
+	return cString(b)
+}
+
+func cBytes(b []byte) []byte {
+	for i, c := range b {
+		if c == 0 {
+			return b[:i]
+		}
+	}
+	return b
+}
+
+// knownNames holds the name of every extension registered, and those of
+// the built-in targets.
+var knownNames = map[string]string{StandardTarget: StandardTarget, ErrorTarget: ErrorTarget}

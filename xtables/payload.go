@@ -44,6 +44,7 @@ var unspecMatches = map[string]bool{}
 
 func registerMatch(f Family, name string, rev uint8, x *ext) {
 	matchExts[extKey{f, name, rev}] = x
+	knownNames[name] = name
 	ownedMatches[name] = true
 }
 

@@ -68,6 +68,7 @@ var targetTables = map[string]string{"REJECT": "filter"}
 func registerTarget(f Family, name string, rev uint8, x *ext) {
 	targetExts[extKey{f, name, rev}] = x
 	ownedTargets[name] = true
+	knownNames[name] = name
 }
 
 func init() {

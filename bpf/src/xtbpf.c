@@ -304,6 +304,7 @@ struct pkt {
 	__u8 ttl;	/* IPv4 ttl, IPv6 hop limit */
 	__u8 tos;	/* IPv4 tos, IPv6 traffic class */
 	__u8 hlports_ok;	/* 0: hashlimit could not read its ports (hotdrop) */
+	__u8 hot;	/* a match said yes and hot-dropped (see step) */
 	__u16 iplen;	/* xt_length's length: tot_len, or payload_len + 40 */
 	__u8 pkttype;	/* skb->pkt_type */
 	__u8 gen;	/* the generation whose limit and hashlimit state applies */
@@ -893,6 +894,7 @@ __noinline int any_match(const struct xt_match *m, const struct pkt *p, const st
 	case MATCH_AH6:
 	case MATCH_SPI:
 	case MATCH_TCPMSS:
+	case MATCH_SCTP:
 		return hdr_match(m, p, x, ctx);
 	}
 	return more_match(m, p, x);
@@ -901,7 +903,8 @@ __noinline int any_match(const struct xt_match *m, const struct pkt *p, const st
 static __always_inline int has_ext(__u8 kind)
 {
 	return kind == MATCH_CONNTRACK || kind == MATCH_MULTIPORT || kind == MATCH_IPRANGE ||
-	       kind == MATCH_OWNER || kind == MATCH_RT || kind == MATCH_OPTS || kind == MATCH_AH6;
+	       kind == MATCH_OWNER || kind == MATCH_RT || kind == MATCH_OPTS || kind == MATCH_AH6 ||
+	       kind == MATCH_SCTP;
 }
 
 static __always_inline int ext_match(const struct xt_match *m, const struct pkt *p, void *exts,
@@ -1243,7 +1246,10 @@ static long step(__u64 i, struct walk *w)
 		cursor_goto(w->cur, idx);
 	}
 	ok = rule_match(r, w);
-	if (ok < 0)
+	/* A match that said yes and hot-dropped (pkt.hot) ends the walk once
+	 * the entry is done: ipt_do_table tests hotdrop only at the end of
+	 * its loop, after the entry's other matches and its target. */
+	if (ok < 0 || (!ok && w->p->hot))
 		return finish(w, NF_DROP);
 	if (!ok) {
 		cursor_next(w->cur, idx);
@@ -1255,7 +1261,7 @@ static long step(__u64 i, struct walk *w)
 	 * past its million-instruction limit. REJECT then drops (default). */
 	if (r->verdict == V_REJECT || r->verdict == V_LOG)
 		report_rule(w, r, idx);
-	switch (r->verdict) {
+	switch (w->p->hot ? V_DROP : r->verdict) {
 	case V_ACCEPT:
 		return finish(w, NF_ACCEPT);
 	case V_RETURN:
@@ -1333,6 +1339,31 @@ static __always_inline int setup(struct walk *w, struct bpf_nf_ctx *ctx, __u32 g
 	return bpf_dynptr_from_skb((struct __sk_buff *)ctx->skb, 0, &w->ptr);
 }
 
+/* A built-in chain with no rules: ipt_do_table matches its policy entry
+ * at once (no address, protocol or match to test, nothing to hot-drop),
+ * so neither parsing nor the walk's scratch and stack are needed. */
+static __always_inline int policy_only(struct bpf_nf_ctx *ctx, const struct xt_meta *m, __u32 g, __u32 idx)
+{
+	void *rulemap = bpf_map_lookup_elem(&rules, &g);
+	void *countmap = bpf_map_lookup_elem(&counters, &g);
+	const struct xt_rule *r;
+	struct xt_counter *c;
+	__u32 key;
+
+	if (!rulemap || !countmap)
+		return NF_DROP;
+	r = bpf_map_lookup_elem(rulemap, &idx);
+	if (!r)
+		return NF_DROP;
+	key = bpf_get_smp_processor_id() * m->nrules + idx;
+	c = bpf_map_lookup_elem(countmap, &key);
+	if (c) {
+		__sync_fetch_and_add(&c->packets, 1);
+		__sync_fetch_and_add(&c->bytes, ctx->skb->len);
+	}
+	return r->verdict == V_ACCEPT ? NF_ACCEPT : NF_DROP;
+}
+
 SEC("netfilter")
 int xtbpf_filter(struct bpf_nf_ctx *ctx)
 {
@@ -1351,6 +1382,8 @@ int xtbpf_filter(struct bpf_nf_ctx *ctx)
 		return NF_ACCEPT;
 	if (hook >= NUM_HOOKS || !(m->hooks & (1U << hook)))
 		return NF_ACCEPT;
+	if (m->entry[hook] == m->underflow[hook])
+		return policy_only(ctx, m, g, m->entry[hook]);
 	w.busy = bpf_map_lookup_elem(&busy, &zero);
 	if (!w.busy)
 		return NF_DROP;

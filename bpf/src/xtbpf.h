@@ -31,7 +31,8 @@ enum match_kind {
 	MATCH_AH6 = 23,
 	MATCH_SPI = 24,	/* ah (IPv4) and esp */
 	MATCH_TCPMSS = 25,
-	MATCH_RECENT = 26,
+	MATCH_SCTP = 26,
+	MATCH_RECENT = 27,
 };
 
 /* addrtype: xt_match.option names the device limiting the lookup */
@@ -92,8 +93,8 @@ struct xt_match {
 	 * source, bit 1 the destination); mac: the address's 6 bytes; frag,
 	 * ah, esp: id or SPI range; ipv6header: matchflags, invflags */
 	__u32 arg[2];
-	__u32 ext;	/* conntrack, multiport, iprange, owner, rt, hbh/dst, ah6:
-			 * index of the xt_ext record */
+	__u32 ext;	/* conntrack, multiport, iprange, owner, rt, hbh/dst, ah6,
+			 * sctp: index of the xt_ext record */
 	__u32 pad;
 };
 

@@ -29,6 +29,7 @@ func benchCmd(args []string) error {
 	backends := fs.String("backends", strings.Join(bench.AllBackends, ","), "comma-separated back ends to measure")
 	duration := fs.Duration("duration", 0, "counted traffic per point (0: the mode's default)")
 	warmup := fs.Duration("warmup", 0, "traffic before counting starts (0: the mode's default)")
+	updatesOnly := fs.Bool("updates", false, "measure only update times, memory and the program's cost (no traffic), logged; no report is written")
 	binDir := fs.String("bin", "", "directory with xtbpfd, xtbpf and libxtbpf.so (default: this program's)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -51,6 +52,7 @@ func benchCmd(args []string) error {
 		cfg = bench.QuickConfig(*binDir, os.Stderr)
 	}
 	cfg.Backends = strings.Split(*backends, ",")
+	cfg.UpdatesOnly = *updatesOnly
 	if *counts != "" {
 		cfg.Counts = nil
 		for _, s := range strings.Split(*counts, ",") {
@@ -71,7 +73,7 @@ func benchCmd(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	res, err := bench.Run(ctx, cfg)
-	if err != nil {
+	if err != nil || cfg.UpdatesOnly {
 		return err
 	}
 	return writeReport(res, *out)

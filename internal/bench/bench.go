@@ -14,6 +14,7 @@ import (
 	"io"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -31,7 +32,9 @@ type Config struct {
 	// median of.
 	UpdateRepeats int
 	Quick         bool
-	Log           io.Writer
+	// UpdatesOnly measures update times and xtbpf's costs, no traffic.
+	UpdatesOnly bool
+	Log         io.Writer
 }
 
 // FullCounts are the issue's rule counts.
@@ -70,8 +73,10 @@ type UpdatePoint struct {
 // MemPoint is xtbpf's memory holding Rules rules: the daemon's resident
 // set and the memlock of the namespace's BPF maps and programs.
 type MemPoint struct {
-	Rules    int
-	RSS, BPF int64
+	Rules int
+	// RSS is taken once the daemon has settled after the changes, Peak
+	// is the most it held during the -A/-D pairs.
+	RSS, Peak, BPF int64
 }
 
 // ProgPoint is the BPF program's mean cost per packet at LOCAL_IN, in
@@ -131,8 +136,10 @@ func Run(ctx context.Context, cfg Config) (res *Results, err error) {
 			return nil, err
 		}
 	}
-	if err := e.ceiling(ctx, cfg, res); err != nil {
-		return nil, fmt.Errorf("no-filter ceiling: %w", err)
+	if !cfg.UpdatesOnly {
+		if err := e.ceiling(ctx, cfg, res); err != nil {
+			return nil, fmt.Errorf("no-filter ceiling: %w", err)
+		}
 	}
 	for _, name := range cfg.Backends {
 		b, err := newBackend(name, cfg.BinDir, d)
@@ -141,6 +148,9 @@ func Run(ctx context.Context, cfg Config) (res *Results, err error) {
 		}
 		if err := e.updates(ctx, cfg, b, d, counts, res); err != nil {
 			return nil, fmt.Errorf("%s updates: %w", name, err)
+		}
+		if cfg.UpdatesOnly {
+			continue
 		}
 		if err := e.rates(ctx, cfg, b, d, counts, res); err != nil {
 			return nil, fmt.Errorf("%s packet rates: %w", name, err)
@@ -226,13 +236,20 @@ func (e *env) updates(ctx context.Context, cfg Config, b *backend, d *daemon, co
 			return fmt.Errorf("restore %d rules: %w", rules, err)
 		}
 		pt := UpdatePoint{Backend: b.Name, Rules: rules, Restore: time.Since(start)}
+		e.logStages(ctx, b, d, n, rules, "restore")
+		if err := d.resetPeak(b); err != nil {
+			return err
+		}
 		var adds, dels []time.Duration
-		for range max(cfg.UpdateRepeats, 1) {
+		for i := range max(cfg.UpdateRepeats, 1) {
 			start = time.Now()
 			if err := b.iptablesCmd(ctx, n, append([]string{"-A"}, extraRule...)...); err != nil {
 				return fmt.Errorf("append on %d rules: %w", rules, err)
 			}
 			adds = append(adds, time.Since(start))
+			if i == 0 {
+				e.logStages(ctx, b, d, n, rules, "-A")
+			}
 			start = time.Now()
 			if err := b.iptablesCmd(ctx, n, append([]string{"-D"}, extraRule...)...); err != nil {
 				return fmt.Errorf("delete on %d rules: %w", rules, err)
@@ -251,19 +268,30 @@ func (e *env) updates(ctx context.Context, cfg Config, b *backend, d *daemon, co
 		}
 		// Taken after the -A/-D pairs: a double-buffered data plane then
 		// holds the table in both generations, its steady state.
-		if err := e.xtbpfCosts(d, n, rules, res); err != nil {
+		if err := e.xtbpfCosts(ctx, d, n, rules, res); err != nil {
 			return fmt.Errorf("%d rules: %w", rules, err)
 		}
 	}
 	return nil
 }
 
-func (e *env) xtbpfCosts(d *daemon, n *netns, rules int, res *Results) error {
+func (e *env) xtbpfCosts(ctx context.Context, d *daemon, n *netns, rules int, res *Results) error {
 	dir, err := d.nsPinDir(n)
 	if err != nil {
 		return err
 	}
-	rss, err := d.rss()
+	peak, err := d.memStatus("VmHWM:")
+	if err != nil {
+		return err
+	}
+	// The daemon returns a change's garbage to the OS once changes
+	// pause; what it holds after that is what it keeps.
+	select {
+	case <-time.After(settle):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	rss, err := d.memStatus("VmRSS:")
 	if err != nil {
 		return err
 	}
@@ -271,7 +299,7 @@ func (e *env) xtbpfCosts(d *daemon, n *netns, rules int, res *Results) error {
 	if err != nil {
 		return err
 	}
-	res.Memory = append(res.Memory, MemPoint{Rules: rules, RSS: rss, BPF: mem})
+	res.Memory = append(res.Memory, MemPoint{Rules: rules, RSS: rss, Peak: peak, BPF: mem})
 	prog, err := inputProgram(dir)
 	if err != nil {
 		return err
@@ -290,9 +318,32 @@ func (e *env) xtbpfCosts(d *daemon, n *netns, rules int, res *Results) error {
 		}
 	}
 	res.Prog = append(res.Prog, pp)
-	e.logf("%-15s %6d rules rss %d KiB, bpf %d KiB, program %d ns (last rule) %d ns (policy)",
-		XTBPF, rules, rss>>10, mem>>10, pp.LastNS, pp.PolicyNS)
+	e.logf("%-15s %6d rules rss %d KiB (peak %d KiB), bpf %d KiB, program %d ns (last rule) %d ns (policy)",
+		XTBPF, rules, rss>>10, peak>>10, mem>>10, pp.LastNS, pp.PolicyNS)
 	return nil
+}
+
+// settle is how long the memory measurement waits after the last
+// change: past the daemon's trim delay (umh/trim.go).
+const settle = time.Second
+
+// logStages logs where the daemon's time of the last change went, from
+// xtbpf status.
+func (e *env) logStages(ctx context.Context, b *backend, d *daemon, n *netns, rules int, what string) {
+	if b.Name != XTBPF {
+		return
+	}
+	ts, err := tableStatus(ctx, b, d, n)
+	if err != nil {
+		e.logf("%-15s %6d rules %s: no stages: %v", XTBPF, rules, what, err)
+		return
+	}
+	var parts []string
+	for _, s := range ts.Stages {
+		parts = append(parts, fmt.Sprintf("%s %.1f", s.Name, float64(s.US)/1000))
+	}
+	e.logf("%-15s %6d rules %s in xtbpfd %.1f ms: %s; add counters %.1f ms", XTBPF, rules, what,
+		float64(ts.LatencyUS)/1000, strings.Join(parts, ", "), float64(ts.AddCountersUS)/1000)
 }
 
 // nfAccept is NF_ACCEPT, the verdict both test flows must get.
@@ -323,27 +374,45 @@ func checkBPF(ctx context.Context, b *backend, d *daemon, n *netns) error {
 	if b.Name != XTBPF {
 		return nil
 	}
-	out, err := n.exec(ctx, "", b.xtbpf, "status", "--socket", d.socket, "--json")
+	t, err := tableStatus(ctx, b, d, n)
 	if err != nil {
 		return err
 	}
+	if t.Mode != "bpf" {
+		return fmt.Errorf("filter table runs in %s, not bpf: %s", t.Mode, t.Reason)
+	}
+	return nil
+}
+
+// statusTable is the part of `xtbpf status --json` the bench reads.
+type statusTable struct {
+	Family, Table, Mode, Reason string
+	LatencyUS                   int64 `json:"update_latency_us"`
+	Stages                      []struct {
+		Name string
+		US   int64
+	} `json:"update_stages"`
+	AddCountersUS int64 `json:"add_counters_us"`
+}
+
+// tableStatus is xtbpf status of the IPv4 filter table in n.
+func tableStatus(ctx context.Context, b *backend, d *daemon, n *netns) (*statusTable, error) {
+	out, err := n.exec(ctx, "", b.xtbpf, "status", "--socket", d.socket, "--json")
+	if err != nil {
+		return nil, err
+	}
 	var st struct {
-		Tables []struct {
-			Family, Table, Mode, Reason string
-		} `json:"tables"`
+		Tables []statusTable `json:"tables"`
 	}
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
-		return fmt.Errorf("xtbpf status --json: %w", err)
+		return nil, fmt.Errorf("xtbpf status --json: %w", err)
 	}
-	for _, t := range st.Tables {
-		if t.Family == "ipv4" && t.Table == "filter" {
-			if t.Mode != "bpf" {
-				return fmt.Errorf("filter table runs in %s, not bpf: %s", t.Mode, t.Reason)
-			}
-			return nil
+	for i := range st.Tables {
+		if t := &st.Tables[i]; t.Family == "ipv4" && t.Table == "filter" {
+			return t, nil
 		}
 	}
-	return errors.New("xtbpf status lists no ipv4 filter table")
+	return nil, errors.New("xtbpf status lists no ipv4 filter table")
 }
 
 func tagOf(backend string) string {

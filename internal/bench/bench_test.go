@@ -125,7 +125,7 @@ func sample() *Results {
 		}
 	}
 	for _, n := range r.Counts {
-		r.Memory = append(r.Memory, MemPoint{n, 20<<20 + int64(n)*1000, 1<<14 + int64(n)*500})
+		r.Memory = append(r.Memory, MemPoint{n, 20<<20 + int64(n)*1000, 40<<20 + int64(n)*2000, 1<<14 + int64(n)*500})
 		r.Prog = append(r.Prog, ProgPoint{n, uint32(40 + n/10), uint32(40 + n/10)})
 	}
 	return r

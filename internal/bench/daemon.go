@@ -111,22 +111,35 @@ func (d *daemon) logTail() string {
 	return s
 }
 
-// rss is the daemon's resident set in bytes.
-func (d *daemon) rss() (int64, error) {
+// memStatus is a memory figure of the daemon's /proc status in bytes:
+// VmRSS its resident set, VmHWM the most it held since resetPeak.
+func (d *daemon) memStatus(field string) (int64, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", d.cmd.Process.Pid))
 	if err != nil {
-		return 0, fmt.Errorf("daemon rss: %w", err)
+		return 0, fmt.Errorf("daemon memory: %w", err)
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), field); ok {
 			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
 			if err != nil {
-				return 0, fmt.Errorf("daemon rss: %q: %w", v, err)
+				return 0, fmt.Errorf("daemon memory: %q: %w", v, err)
 			}
 			return kb << 10, nil
 		}
 	}
-	return 0, fmt.Errorf("daemon rss: no VmRSS in /proc/%d/status", d.cmd.Process.Pid)
+	return 0, fmt.Errorf("daemon memory: no %s in /proc/%d/status", field, d.cmd.Process.Pid)
+}
+
+// resetPeak starts the daemon's VmHWM afresh from its current resident
+// set (proc(5), clear_refs 5), when b is xtbpf.
+func (d *daemon) resetPeak(b *backend) error {
+	if b.Name != XTBPF {
+		return nil
+	}
+	if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", d.cmd.Process.Pid), []byte("5"), 0); err != nil {
+		return fmt.Errorf("reset daemon peak memory: %w", err)
+	}
+	return nil
 }

@@ -330,10 +330,10 @@ func (r *Results) WriteMarkdown(w io.Writer, plot string) {
 			if v, ok := r.perRule(mp.Rules); ok {
 				per = fmtBytes(v)
 			}
-			rows = append(rows, []string{countLabel(mp.Rules), fmtBytes(float64(mp.RSS)), fmtBytes(float64(mp.BPF)),
+			rows = append(rows, []string{countLabel(mp.Rules), fmtBytes(float64(mp.RSS)), fmtBytes(float64(mp.Peak)), fmtBytes(float64(mp.BPF)),
 				fmtBytes(float64(mp.RSS + mp.BPF)), per})
 		}
-		table(w, []string{"rules", "xtbpfd RSS", "BPF memlock", "total", "per rule (growth over 0 rules)"}, rows)
+		table(w, []string{"rules", "xtbpfd RSS", "xtbpfd peak RSS", "BPF memlock", "total (RSS + memlock)", "per rule (growth over 0 rules)"}, rows)
 	}
 
 	if len(r.Prog) > 0 {
@@ -361,7 +361,7 @@ func (r *Results) writeMethod(w io.Writer) {
 - Rulesets: N rules in each of INPUT and FORWARD, policies ACCEPT. The first N−1 rules never match the test flow (distinct source /32s in 172.16.0.0/12, alternating UDP and TCP destination ports and address-only rules, all DROP); rule N accepts UDP from the sender to port %d. The *last rule* flow goes to that port; the *policy* flow goes to port %d, so it is checked against all N rules and falls to the policy.
 - Traffic: one `+"`trafgen`"+` process on one CPU sends 64-byte UDP frames as fast as it can; after %v of warm-up, packets are counted for %v at the receiver's UDP layer (`+"`/proc/net/snmp`"+` Udp InDatagrams + NoPorts + InErrors: in the router for INPUT, in the sink for FORWARD). Rule counts: %s.
 - Updates: in a namespace of their own, the table is emptied, then N INPUT rules are restored (timed), then one `+"`-A`"+` and one `+"`-D`"+` of a rule that matches nothing are timed (median of several pairs). Times are wall clock of the whole command, process start included, alike for every back end.
-- xtbpf memory: `+"`xtbpfd`"+`'s VmRSS plus the memlock of every BPF map and program pinned for the namespace or reachable from a pin (inner maps, prog arrays, linked programs), after the -A/-D pairs, so a double-buffered table is counted in both buffers.
+- xtbpf memory: `+"`xtbpfd`"+`'s VmRSS plus the memlock of every BPF map and program pinned for the namespace or reachable from a pin (inner maps, prog arrays, linked programs), taken 1 s after the -A/-D pairs (past the daemon's trim of a change's garbage), so a double-buffered table is counted in both buffers. The peak RSS is VmHWM over the -A/-D pairs, reset before them; it is shown, not counted per rule.
 - Program alone: BPF_PROG_TEST_RUN of the program attached at IPv4 LOCAL_IN with the two flows' packets, repeated for about 0.2 s; the kernel's mean ns per run.
 
 `, matchPort, policyPort, r.Warmup, r.Duration, joinCounts(r.Counts))

@@ -18,6 +18,7 @@ const (
 	// Continue goes on as normal (after the test did what it wanted, e.g.
 	// lowered a memory limit, while the daemon waited).
 	Continue Action = "continue"
-	// Reject makes the program about to be loaded one the verifier refuses.
+	// Reject makes the program about to be loaded one the verifier refuses,
+	// or (bpf.write-maps) the map writes of a change fail.
 	Reject Action = "reject"
 )

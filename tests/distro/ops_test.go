@@ -109,6 +109,7 @@ func TestInstallRoot(t *testing.T) {
 	if err != nil || !strings.Contains(string(unit), "Type=notify") {
 		t.Fatalf("unit: %v\n%s", err, unit)
 	}
+	t.Run("verify unit", func(t *testing.T) { verifyUnit(t, unit, o.Daemon(), filepath.Join(root, o.Daemon())) })
 	ns := nstest.New(t, "inst")
 	shim := "XTBPF_SHIM=" + filepath.Join(root, o.Shim())
 	sbin := filepath.Join(root, "usr/sbin")
@@ -136,5 +137,26 @@ func TestInstallRoot(t *testing.T) {
 	}
 	if now, _ := os.Readlink("/etc/alternatives/iptables"); now != hostAlt {
 		t.Fatalf("the host's iptables alternative changed: %s -> %s", hostAlt, now)
+	}
+}
+
+// verifyUnit has systemd check the unit as it would load it: syntax,
+// dependencies and an executable ExecStart. The daemon is looked for where
+// the staging root put it, as the unit names its final path.
+func verifyUnit(t *testing.T, unit []byte, daemon, staged string) {
+	if _, err := exec.LookPath("systemd-analyze"); err != nil {
+		t.Skip("systemd-analyze not installed")
+	}
+	text := strings.Replace(string(unit), "ExecStart="+daemon+" ", "ExecStart="+staged+" ", 1)
+	if text == string(unit) {
+		t.Fatalf("unit has no ExecStart=%s:\n%s", daemon, unit)
+	}
+	path := filepath.Join(t.TempDir(), "xtbpfd.service")
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("systemd-analyze", "verify", path).CombinedOutput()
+	if err != nil || len(out) != 0 {
+		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
 	}
 }

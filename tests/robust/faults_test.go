@@ -318,7 +318,7 @@ func bigTable(n int) string {
 
 // TestFaultMapMemcg: creating the maps of a new generation fails for
 // real: the daemon's memory cgroup is limited, while it waits just before
-// creating them, to a few MiB above what it uses (the daemon's own heap
+// creating them, to a MiB above what it uses (the daemon's own heap
 // grows too much while decoding a large table for the limit to be set
 // earlier). The kernel's charge fails, as with memlock on older kernels:
 // ENOMEM, the errno of the kernel's own xt_alloc_table_info.
@@ -340,7 +340,12 @@ func TestFaultMapMemcg(t *testing.T) {
 	done := make(chan nstest.Result, 1)
 	go func() { done <- p.Run(t, n.fw, "", bpfChange...) }()
 	<-hold.Reached
-	const headroom = 4 << 20
+	// Less than the first map the change creates (the rule records,
+	// megabytes), so that it is the one refused: a map charged before the
+	// refusal is uncharged only when the kernel gets round to freeing it,
+	// and the daemon's own page faults meanwhile would meet the memory
+	// cgroup's OOM killer instead of an ENOMEM.
+	const headroom = 1 << 20
 	writeCg(t, cg, "memory.limit_in_bytes", strconv.FormatInt(readCg(t, cg, "memory.usage_in_bytes")+headroom, 10))
 	hold.Release()
 	r := <-done
