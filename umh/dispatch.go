@@ -255,6 +255,11 @@ func (d *Daemon) compile(j *journal, t *xtables.Table) (*translate.Plan, error) 
 	if err != nil {
 		return nil, err
 	}
+	if d.cfg.KernelRecent {
+		if un := recentRule(ir); un != nil {
+			return nil, un
+		}
+	}
 	j.mark("lift")
 	plan, err := translate.Compile(ir)
 	if err != nil {

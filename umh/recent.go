@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"xtbpf/bpf"
+	"xtbpf/translate"
 	"xtbpf/umh/wire"
 	"xtbpf/xtables"
 )
@@ -67,6 +68,21 @@ func (d *Daemon) recentPlane(n *nsState, ks kernelSock) (*bpf.Table, error) {
 		return f.dp, nil
 	}
 	return nil, bpf.ErrNoList
+}
+
+// recentRule names the first rule of ir that uses recent, nil if none.
+func recentRule(ir *translate.Table) *translate.Unsupported {
+	for _, c := range ir.Chains {
+		for _, r := range c.Rules {
+			for _, m := range r.Matches {
+				if m.Kind == translate.MatchRecent {
+					return &translate.Unsupported{Chain: c.Name, Rule: r.Pos, Extension: "recent",
+						Reason: "kept in the kernel (xtbpfd -recent kernel), where /proc/net/xt_recent serves its lists"}
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // internalErr is internal's errno with the failure logged.

@@ -430,3 +430,38 @@ func TestRecentListsAcrossReplaces(t *testing.T) {
 	}
 	tw.sameCounters(t)
 }
+
+// TestRecentKeptInKernel: with -recent kernel, a table with a recent rule
+// is the kernel's, whose /proc/net/xt_recent/NAME scripts read and write;
+// without the rule, the table runs in BPF again.
+func TestRecentKeptInKernel(t *testing.T) {
+	nstest.RequireRoot(t)
+	d, _ := nstest.StartDaemonWith(t, "fallback", nil, "-recent", "kernel")
+	ns := nstest.New(t, "xrc-kk")
+	steps := []struct {
+		args []string
+		mode string
+	}{
+		{[]string{"-A", "INPUT", "-p", "udp", "--dport", "9", "-j", "DROP"}, "bpf"},
+		{[]string{"-A", "INPUT", "-m", "recent", "--set", "--name", "K"}, "kernel"},
+		{[]string{"-D", "INPUT", "2"}, "bpf"},
+	}
+	for i, s := range steps {
+		if r := d.Run(t, ns, "", append([]string{"iptables-legacy"}, s.args...)...); r.Code != 0 {
+			t.Fatalf("step %d: iptables-legacy %v: %s", i, s.args, r.Stderr)
+		}
+		st := d.Status(t, ns)
+		if len(st.Tables) != 1 || st.Tables[0].Mode != s.mode {
+			t.Fatalf("step %d: status %+v, want mode %s", i, st, s.mode)
+		}
+		if s.mode == "kernel" && !strings.Contains(st.Tables[0].Reason, `chain INPUT rule 2: extension "recent": kept in the kernel (xtbpfd -recent kernel)`) {
+			t.Errorf("step %d: reason %q", i, st.Tables[0].Reason)
+		}
+		if s.mode != "kernel" {
+			continue
+		}
+		if r := ns.Run(t, "", "sh", "-c", "echo +10.0.0.9 > /proc/net/xt_recent/K && cat /proc/net/xt_recent/K"); r.Code != 0 || !strings.HasPrefix(r.Stdout, "src=10.0.0.9 ") {
+			t.Fatalf("step %d: /proc/net/xt_recent/K: exit %d, %q %q", i, r.Code, r.Stdout, r.Stderr)
+		}
+	}
+}
