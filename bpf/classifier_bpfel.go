@@ -55,6 +55,45 @@ type classifierHlMeta struct {
 	Name       [256]int8
 }
 
+type classifierRcEnt struct {
+	_       structs.HostLayout
+	Stamps  [64]uint64
+	Addr    [4]uint32
+	Index   uint16
+	Nstamps uint16
+	Prev    uint16
+	Next    uint16
+	Family  uint8
+	Ttl     uint8
+	Pad     [6]uint8
+}
+
+type classifierRcMeta struct {
+	_    structs.HostLayout
+	Name [200]int8
+	Refs uint8
+	Pad  [7]uint8
+}
+
+type classifierRcTable struct {
+	_    structs.HostLayout
+	Lock struct {
+		_   structs.HostLayout
+		Val uint32
+	}
+	Entries    uint32
+	ListTot    uint32
+	StampsMask uint32
+	Mask       [4]uint32
+	Head       uint16
+	Tail       uint16
+	Free       uint16
+	Pad        uint16
+	Found      int32
+	Pad2       uint32
+	E          [128]classifierRcEnt
+}
+
 type classifierScratch struct {
 	_ structs.HostLayout
 	P struct {
@@ -80,11 +119,15 @@ type classifierScratch struct {
 		Ttl       uint8
 		Tos       uint8
 		HlportsOk uint8
+		Hot       uint8
+		_         [1]byte
 		Iplen     uint16
 		Pkttype   uint8
 		Gen       uint8
+		_         [2]byte
 		Mark      uint32
 		Hlports   uint32
+		_         [4]byte
 		Ct        struct {
 			_        structs.HostLayout
 			Conn     uint64
@@ -191,6 +234,17 @@ type classifierXtRate struct {
 	Fresh     [7]uint64
 }
 
+type classifierXtRecentCtl struct {
+	_          structs.HostLayout
+	Slot       uint32
+	Op         uint32
+	Addr       [4]uint32
+	StampsMask uint32
+	Family     uint8
+	Pad        [3]uint8
+	Jiffies    uint64
+}
+
 type classifierXtReport struct {
 	_         structs.HostLayout
 	Rule      uint32
@@ -280,36 +334,43 @@ type classifierXtValueKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	classifierMapActive       = "active"
-	classifierMapBusy         = "busy"
-	classifierMapCands        = "cands"
-	classifierMapCounters     = "counters"
-	classifierMapExts         = "exts"
-	classifierMapHtables      = "htables"
-	classifierMapHtmeta       = "htmeta"
-	classifierMapMatches      = "matches"
-	classifierMapMeta         = "meta"
-	classifierMapPrefixes     = "prefixes"
-	classifierMapRates        = "rates"
-	classifierMapReports      = "reports"
-	classifierMapRules        = "rules"
-	classifierMapScratch      = "scratch"
-	classifierMapSegs         = "segs"
-	classifierMapStacks       = "stacks"
-	classifierMapTargs        = "targs"
-	classifierMapValues       = "values"
-	classifierProgXtbpfCtl    = "xtbpf_ctl"
-	classifierProgXtbpfFilter = "xtbpf_filter"
-	classifierVarUnusedExt    = "unused_ext"
-	classifierVarUnusedHlEnt  = "unused_hl_ent"
-	classifierVarUnusedHlKey  = "unused_hl_key"
-	classifierVarUnusedPrefix = "unused_prefix"
-	classifierVarUnusedRate   = "unused_rate"
-	classifierVarUnusedReport = "unused_report"
-	classifierVarUnusedRule   = "unused_rule"
-	classifierVarUnusedSeg    = "unused_seg"
-	classifierVarUnusedTarg   = "unused_targ"
-	classifierVarUnusedValue  = "unused_value"
+	classifierMapActive          = "active"
+	classifierMapBusy            = "busy"
+	classifierMapCands           = "cands"
+	classifierMapCounters        = "counters"
+	classifierMapExts            = "exts"
+	classifierMapHtables         = "htables"
+	classifierMapHtmeta          = "htmeta"
+	classifierMapMatches         = "matches"
+	classifierMapMeta            = "meta"
+	classifierMapPrefixes        = "prefixes"
+	classifierMapRates           = "rates"
+	classifierMapReports         = "reports"
+	classifierMapRtables         = "rtables"
+	classifierMapRtmeta          = "rtmeta"
+	classifierMapRules           = "rules"
+	classifierMapScratch         = "scratch"
+	classifierMapSegs            = "segs"
+	classifierMapStacks          = "stacks"
+	classifierMapTargs           = "targs"
+	classifierMapValues          = "values"
+	classifierProgXtbpfCtl       = "xtbpf_ctl"
+	classifierProgXtbpfFilter    = "xtbpf_filter"
+	classifierProgXtbpfRecent    = "xtbpf_recent"
+	classifierVarUnusedExt       = "unused_ext"
+	classifierVarUnusedHlEnt     = "unused_hl_ent"
+	classifierVarUnusedHlKey     = "unused_hl_key"
+	classifierVarUnusedPrefix    = "unused_prefix"
+	classifierVarUnusedRate      = "unused_rate"
+	classifierVarUnusedRcEnt     = "unused_rc_ent"
+	classifierVarUnusedRcMeta    = "unused_rc_meta"
+	classifierVarUnusedRcTable   = "unused_rc_table"
+	classifierVarUnusedRecentCtl = "unused_recent_ctl"
+	classifierVarUnusedReport    = "unused_report"
+	classifierVarUnusedRule      = "unused_rule"
+	classifierVarUnusedSeg       = "unused_seg"
+	classifierVarUnusedTarg      = "unused_targ"
+	classifierVarUnusedValue     = "unused_value"
 )
 
 // loadClassifier returns the embedded CollectionSpec for classifier.
@@ -356,6 +417,7 @@ type classifierSpecs struct {
 type classifierProgramSpecs struct {
 	XtbpfCtl    *ebpf.ProgramSpec `ebpf:"xtbpf_ctl"`
 	XtbpfFilter *ebpf.ProgramSpec `ebpf:"xtbpf_filter"`
+	XtbpfRecent *ebpf.ProgramSpec `ebpf:"xtbpf_recent"`
 }
 
 // classifierMapSpecs contains maps before they are loaded into the kernel.
@@ -374,6 +436,8 @@ type classifierMapSpecs struct {
 	Prefixes *ebpf.MapSpec `ebpf:"prefixes"`
 	Rates    *ebpf.MapSpec `ebpf:"rates"`
 	Reports  *ebpf.MapSpec `ebpf:"reports"`
+	Rtables  *ebpf.MapSpec `ebpf:"rtables"`
+	Rtmeta   *ebpf.MapSpec `ebpf:"rtmeta"`
 	Rules    *ebpf.MapSpec `ebpf:"rules"`
 	Scratch  *ebpf.MapSpec `ebpf:"scratch"`
 	Segs     *ebpf.MapSpec `ebpf:"segs"`
@@ -386,16 +450,20 @@ type classifierMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type classifierVariableSpecs struct {
-	UnusedExt    *ebpf.VariableSpec `ebpf:"unused_ext"`
-	UnusedHlEnt  *ebpf.VariableSpec `ebpf:"unused_hl_ent"`
-	UnusedHlKey  *ebpf.VariableSpec `ebpf:"unused_hl_key"`
-	UnusedPrefix *ebpf.VariableSpec `ebpf:"unused_prefix"`
-	UnusedRate   *ebpf.VariableSpec `ebpf:"unused_rate"`
-	UnusedReport *ebpf.VariableSpec `ebpf:"unused_report"`
-	UnusedRule   *ebpf.VariableSpec `ebpf:"unused_rule"`
-	UnusedSeg    *ebpf.VariableSpec `ebpf:"unused_seg"`
-	UnusedTarg   *ebpf.VariableSpec `ebpf:"unused_targ"`
-	UnusedValue  *ebpf.VariableSpec `ebpf:"unused_value"`
+	UnusedExt       *ebpf.VariableSpec `ebpf:"unused_ext"`
+	UnusedHlEnt     *ebpf.VariableSpec `ebpf:"unused_hl_ent"`
+	UnusedHlKey     *ebpf.VariableSpec `ebpf:"unused_hl_key"`
+	UnusedPrefix    *ebpf.VariableSpec `ebpf:"unused_prefix"`
+	UnusedRate      *ebpf.VariableSpec `ebpf:"unused_rate"`
+	UnusedRcEnt     *ebpf.VariableSpec `ebpf:"unused_rc_ent"`
+	UnusedRcMeta    *ebpf.VariableSpec `ebpf:"unused_rc_meta"`
+	UnusedRcTable   *ebpf.VariableSpec `ebpf:"unused_rc_table"`
+	UnusedRecentCtl *ebpf.VariableSpec `ebpf:"unused_recent_ctl"`
+	UnusedReport    *ebpf.VariableSpec `ebpf:"unused_report"`
+	UnusedRule      *ebpf.VariableSpec `ebpf:"unused_rule"`
+	UnusedSeg       *ebpf.VariableSpec `ebpf:"unused_seg"`
+	UnusedTarg      *ebpf.VariableSpec `ebpf:"unused_targ"`
+	UnusedValue     *ebpf.VariableSpec `ebpf:"unused_value"`
 }
 
 // classifierObjects contains all objects after they have been loaded into the kernel.
@@ -430,6 +498,8 @@ type classifierMaps struct {
 	Prefixes *ebpf.Map `ebpf:"prefixes"`
 	Rates    *ebpf.Map `ebpf:"rates"`
 	Reports  *ebpf.Map `ebpf:"reports"`
+	Rtables  *ebpf.Map `ebpf:"rtables"`
+	Rtmeta   *ebpf.Map `ebpf:"rtmeta"`
 	Rules    *ebpf.Map `ebpf:"rules"`
 	Scratch  *ebpf.Map `ebpf:"scratch"`
 	Segs     *ebpf.Map `ebpf:"segs"`
@@ -452,6 +522,8 @@ func (m *classifierMaps) Close() error {
 		m.Prefixes,
 		m.Rates,
 		m.Reports,
+		m.Rtables,
+		m.Rtmeta,
 		m.Rules,
 		m.Scratch,
 		m.Segs,
@@ -465,16 +537,20 @@ func (m *classifierMaps) Close() error {
 //
 // It can be passed to loadClassifierObjects or ebpf.CollectionSpec.LoadAndAssign.
 type classifierVariables struct {
-	UnusedExt    *ebpf.Variable `ebpf:"unused_ext"`
-	UnusedHlEnt  *ebpf.Variable `ebpf:"unused_hl_ent"`
-	UnusedHlKey  *ebpf.Variable `ebpf:"unused_hl_key"`
-	UnusedPrefix *ebpf.Variable `ebpf:"unused_prefix"`
-	UnusedRate   *ebpf.Variable `ebpf:"unused_rate"`
-	UnusedReport *ebpf.Variable `ebpf:"unused_report"`
-	UnusedRule   *ebpf.Variable `ebpf:"unused_rule"`
-	UnusedSeg    *ebpf.Variable `ebpf:"unused_seg"`
-	UnusedTarg   *ebpf.Variable `ebpf:"unused_targ"`
-	UnusedValue  *ebpf.Variable `ebpf:"unused_value"`
+	UnusedExt       *ebpf.Variable `ebpf:"unused_ext"`
+	UnusedHlEnt     *ebpf.Variable `ebpf:"unused_hl_ent"`
+	UnusedHlKey     *ebpf.Variable `ebpf:"unused_hl_key"`
+	UnusedPrefix    *ebpf.Variable `ebpf:"unused_prefix"`
+	UnusedRate      *ebpf.Variable `ebpf:"unused_rate"`
+	UnusedRcEnt     *ebpf.Variable `ebpf:"unused_rc_ent"`
+	UnusedRcMeta    *ebpf.Variable `ebpf:"unused_rc_meta"`
+	UnusedRcTable   *ebpf.Variable `ebpf:"unused_rc_table"`
+	UnusedRecentCtl *ebpf.Variable `ebpf:"unused_recent_ctl"`
+	UnusedReport    *ebpf.Variable `ebpf:"unused_report"`
+	UnusedRule      *ebpf.Variable `ebpf:"unused_rule"`
+	UnusedSeg       *ebpf.Variable `ebpf:"unused_seg"`
+	UnusedTarg      *ebpf.Variable `ebpf:"unused_targ"`
+	UnusedValue     *ebpf.Variable `ebpf:"unused_value"`
 }
 
 // classifierPrograms contains all programs after they have been loaded into the kernel.
@@ -483,12 +559,14 @@ type classifierVariables struct {
 type classifierPrograms struct {
 	XtbpfCtl    *ebpf.Program `ebpf:"xtbpf_ctl"`
 	XtbpfFilter *ebpf.Program `ebpf:"xtbpf_filter"`
+	XtbpfRecent *ebpf.Program `ebpf:"xtbpf_recent"`
 }
 
 func (p *classifierPrograms) Close() error {
 	return _ClassifierClose(
 		p.XtbpfCtl,
 		p.XtbpfFilter,
+		p.XtbpfRecent,
 	)
 }
 

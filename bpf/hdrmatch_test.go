@@ -20,7 +20,9 @@ const (
 	hotdropped
 )
 
-func (o outcome) String() string { return [...]string{"match", "no match", "hot-drop"}[o] }
+func (o outcome) String() string {
+	return [...]string{"match", "no match", "hot-drop", "match, then hot-drop"}[o]
+}
 
 // oneMatch installs INPUT with one rule (ip, m) accepting and a DROP
 // policy, runs p through it and tells what the match did from the two
@@ -160,8 +162,14 @@ func TestOptions(t *testing.T) {
 		{"option length differs", "hbh", xtables.OptsInfo{Flags: xtables.OptsOpts, OptsNr: 1, Opts: opts(5<<8 | 4)}, v6pkt(0, hbh, 0, nil), missed},
 		{"more options than the header", "hbh", xtables.OptsInfo{Flags: xtables.OptsOpts, OptsNr: 3, Opts: opts(5<<8|0xff, 1<<8|0xff, 0)}, v6pkt(0, hbh, 0, nil), missed},
 		{"cut short of its length", "hbh", xtables.OptsInfo{}, v6pkt(0, hbh[:6], 0, nil), hotdropped},
-		{"option past the header", "dst", xtables.OptsInfo{Flags: xtables.OptsOpts, OptsNr: 1, Opts: opts(1<<8 | 0xff)},
-			v6pkt(60, []byte{59, 0, 1, 9, 0, 0, 0, 0}, 0, nil), hotdropped},
+		// The walk gives up on an option running past the header, but
+		// for the last one sought.
+		{"last option past the header", "dst", xtables.OptsInfo{Flags: xtables.OptsOpts, OptsNr: 1, Opts: opts(1<<8 | 0xff)},
+			v6pkt(60, []byte{59, 0, 1, 9, 0, 0, 0, 0}, 0, nil), matched},
+		{"option past the header", "dst", xtables.OptsInfo{Flags: xtables.OptsOpts, OptsNr: 2, Opts: opts(1<<8|0xff, 0)},
+			v6pkt(60, []byte{59, 0, 1, 9, 0, 0, 0, 0}, 0, nil), missed},
+		{"length byte past the header", "dst", xtables.OptsInfo{Flags: xtables.OptsOpts, OptsNr: 2, Opts: opts(1<<8|0xff, 5<<8|0xff)},
+			v6pkt(60, []byte{59, 0, 1, 3, 0, 0, 0, 5}, 0, nil), missed},
 	} {
 		m := xtables.Match{Name: tc.m, Info: &tc.info}
 		if got := oneMatch(t, tab, xtables.IPHeader{}, m, tc.p); got != tc.want {
@@ -187,7 +195,14 @@ func TestIPv6Header(t *testing.T) {
 		{"soft, inverted", xtables.IPv6HeaderInfo{MatchFlags: xtables.HdrFragment, InvFlags: xtables.HdrFragment, ModeFlag: 1}, v6pkt(0, hopFrag, 0, tcpHdr(1, 2, 0, nil)), missed},
 		{"esp ends the walk", xtables.IPv6HeaderInfo{MatchFlags: xtables.HdrESP}, v6pkt(0, nil, 50, []byte{0, 0, 0, 1, 0, 0, 0, 1}), matched},
 		{"none", xtables.IPv6HeaderInfo{MatchFlags: xtables.HdrNone}, v6pkt(0, nil, 59, nil), matched},
-		{"truncated", xtables.IPv6HeaderInfo{MatchFlags: xtables.HdrHopOpts}, v6pkt(0, hop[:1], 0, nil), hotdropped},
+		// Fewer than 2 bytes left for the next header: no match.
+		{"truncated", xtables.IPv6HeaderInfo{MatchFlags: xtables.HdrHopOpts}, v6pkt(0, hop[:1], 0, nil), missed},
+		{"esp of 1 byte", xtables.IPv6HeaderInfo{MatchFlags: xtables.HdrHopOpts | xtables.HdrESP}, v6pkt(0, []byte{50, 0, 1, 4, 0, 0, 0, 0, 0}, 0, nil), missed},
+		// Less than two bytes of a header fail the match, not the packet,
+		// ESP included: the length check comes first.
+		{"truncated, inverted", xtables.IPv6HeaderInfo{MatchFlags: xtables.HdrHopOpts, InvFlags: 0xff}, v6pkt(0, hop[:1], 0, nil), missed},
+		{"esp cut short", xtables.IPv6HeaderInfo{MatchFlags: xtables.HdrNone, InvFlags: 0xff}, v6pkt(0, nil, 50, []byte{0}), missed},
+		{"esp after the last byte", xtables.IPv6HeaderInfo{MatchFlags: xtables.HdrNone, InvFlags: 0xff}, v6pkt(0, []byte{50, 0, 0, 0, 0, 0, 0, 0}, 60, nil), missed},
 	} {
 		m := xtables.Match{Name: "ipv6header", Info: &tc.info}
 		if got := oneMatch(t, tab, xtables.IPHeader{}, m, tc.p); got != tc.want {

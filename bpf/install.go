@@ -62,19 +62,34 @@ func (t *Table) Install(p *translate.Plan) ([]Counter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("install: %w", err)
 	}
+	rp, err := t.resolveRecent(p)
+	if err != nil {
+		return nil, fmt.Errorf("install: %w", err)
+	}
 	if err := t.createHtables(fresh); err != nil {
 		return nil, fmt.Errorf("install: %w", err)
 	}
-	if err := t.fill(next, p, tables); err != nil {
+	if err := t.applyRecent(rp); err != nil {
 		t.dropHtables(fresh)
 		return nil, fmt.Errorf("install: %w", err)
 	}
-	if err := t.activate(cur, next); err != nil {
+	undo := func() {
 		t.dropHtables(fresh)
+		t.dropLists(rp.fresh)
+	}
+	if err := t.fill(next, p, tables, rp.slots); err != nil {
+		undo()
+		return nil, fmt.Errorf("install: %w", err)
+	}
+	if err := t.activate(cur, next); err != nil {
+		undo()
 		return nil, fmt.Errorf("install: %w", err)
 	}
 	t.step("flip and grace period")
 	if err := t.noteBucketInit(p, tables); err != nil {
+		return nil, fmt.Errorf("install: %w", err)
+	}
+	if err := t.settleRecent(rp); err != nil {
 		return nil, fmt.Errorf("install: %w", err)
 	}
 	if err := t.dropUnusedHtables(tables); err != nil {
@@ -148,8 +163,8 @@ func (t *Table) activate(cur, next uint32) error {
 // fill brings generation g's maps to p and publishes them in the outer
 // maps and meta; packets do not look at g until it is flipped in. It
 // writes only what differs from what g's maps hold (see shadow).
-func (t *Table) fill(g uint32, p *translate.Plan, tables map[string]*htable) error {
-	env, err := t.rateEnv(p, tables)
+func (t *Table) fill(g uint32, p *translate.Plan, tables map[string]*htable, lists map[string]uint32) error {
+	env, err := t.rateEnv(p, tables, lists)
 	if err != nil {
 		return err
 	}
@@ -213,13 +228,13 @@ func seq(n int) []uint32 {
 	return keys
 }
 
-// rateEnv gathers what the plan's limit and hashlimit records need; limit
-// buckets start now, as limit_mt_check stamps them.
-func (t *Table) rateEnv(p *translate.Plan, tables map[string]*htable) (*rateEnv, error) {
-	env := &rateEnv{family: p.Family, tables: tables}
+// rateEnv gathers what the plan's limit, hashlimit and recent records
+// need; limit buckets start now, as limit_mt_check stamps them.
+func (t *Table) rateEnv(p *translate.Plan, tables map[string]*htable, lists map[string]uint32) (*rateEnv, error) {
+	env := &rateEnv{family: p.Family, tables: tables, lists: lists}
 	for i := range p.Rules {
 		for _, m := range p.Rules[i].Matches {
-			if m.Kind != translate.MatchLimit && m.Kind != translate.MatchHashlimit {
+			if m.Kind != translate.MatchLimit && m.Kind != translate.MatchHashlimit && m.Kind != translate.MatchRecent {
 				continue
 			}
 			var err error

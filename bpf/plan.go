@@ -38,8 +38,8 @@ var matchKinds = map[translate.MatchKind]uint8{
 	translate.MatchLength: 10, translate.MatchTTL: 11, translate.MatchTOS: 12,
 	translate.MatchECN: 13, translate.MatchAddrType: 14, translate.MatchOwner: 15, translate.MatchMAC: 16,
 	translate.MatchRt: 17, translate.MatchFrag: 18, translate.MatchOpts: 19, translate.MatchIPv6Header: 22,
-	translate.MatchAH6: 23, translate.MatchSPI: 24, translate.MatchTCPMSS: 25,
-	translate.MatchLimit: 20, translate.MatchHashlimit: 21,
+	translate.MatchAH6: 23, translate.MatchSPI: 24, translate.MatchTCPMSS: 25, translate.MatchSCTP: kindSCTP,
+	translate.MatchLimit: 20, translate.MatchHashlimit: 21, translate.MatchRecent: kindRecent,
 }
 
 func metaOf(p *translate.Plan) classifierXtMeta {
@@ -130,9 +130,12 @@ func (e *encoded) rule(dst *classifierXtRule, r *translate.PlanRule, env *rateEn
 			rec.Ext = uint32(len(e.exts))
 			e.exts = append(e.exts, x)
 		}
-		if m.Kind == translate.MatchLimit || m.Kind == translate.MatchHashlimit {
+		switch m.Kind {
+		case translate.MatchLimit, translate.MatchHashlimit:
 			rec.Ext = uint32(len(e.rates))
 			e.rates = append(e.rates, env.rateOf(&m))
+		case translate.MatchRecent:
+			encodeRecent(&rec, &m.Recent, env.lists[m.Recent.NameString()], env.hz)
 		}
 		e.matches = append(e.matches, rec)
 	}
@@ -250,6 +253,8 @@ func encodeExt(m *translate.Match) (classifierXtExt, bool) {
 		a := &m.AH6
 		x.Val[0], x.Val[1], x.Val[2] = a.SPIs[0], a.SPIs[1], a.HdrLen
 		x.Flags, x.Invert = a.HdrRes, a.InvFlags
+	case translate.MatchSCTP:
+		encodeSCTP(&x, &m.SCTP)
 	default:
 		return x, false
 	}

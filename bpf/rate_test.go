@@ -53,7 +53,13 @@ func newEvalState(t *testing.T) *eval.State {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return eval.NewState(hz, ram, page)
+	params, err := xtables.KernelRecentParams()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := eval.NewState(hz, ram, page)
+	st.Recent = eval.NewRecent(params, hz)
+	return st
 }
 
 // scenario runs steps until one attempt sees no tick inside a step; every

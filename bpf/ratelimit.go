@@ -289,6 +289,8 @@ type rateEnv struct {
 	hz      uint32
 	jiffies uint64
 	tables  map[string]*htable
+	// lists are the slots of the plan's recent lists.
+	lists map[string]uint32
 	// ports: some table hashes ports, so packets need them parsed.
 	ports bool
 }

@@ -32,9 +32,11 @@ type Table struct {
 	prog   *ebpf.Program
 	// ctlProg reads jiffies and starts hashlimit garbage collection.
 	ctlProg *ebpf.Program
-	maps    classifierMaps
-	inner   innerSpecs
-	ns      *os.File // the namespace Attach hooked into, nil before
+	// recentProg edits recent lists (see recent.go).
+	recentProg *ebpf.Program
+	maps       classifierMaps
+	inner      innerSpecs
+	ns         *os.File // the namespace Attach hooked into, nil before
 	// hl holds the hashlimit tables by name (see ratelimit.go).
 	hl map[string]*htable
 	// Step, when set, hears the end of each step of an Install by name,
@@ -61,7 +63,7 @@ func (t *Table) step(name string) {
 type innerSpecs struct {
 	rules, matches, exts, counters, stack *ebpf.MapSpec
 	segs, cands, prefixes, values         *ebpf.MapSpec
-	rates, htable, targs, ring            *ebpf.MapSpec
+	rates, htable, rtable, targs, ring    *ebpf.MapSpec
 }
 
 const (
@@ -96,6 +98,7 @@ func Open(dir string, f xtables.Family) (*Table, error) {
 		values:   spec.Maps[classifierMapValues].InnerMap,
 		rates:    spec.Maps[classifierMapRates].InnerMap,
 		htable:   spec.Maps[classifierMapHtables].InnerMap,
+		rtable:   spec.Maps[classifierMapRtables].InnerMap,
 		ring:     spec.Maps[classifierMapReports].InnerMap,
 	}}
 	if err := t.load(spec); err != nil {
@@ -133,16 +136,7 @@ func (t *Table) load(spec *ebpf.CollectionSpec) error {
 			return err
 		}
 		t.prog = prog
-		if t.ctlProg, err = ebpf.LoadPinnedProgram(filepath.Join(t.dir, ctlPin), nil); err != nil {
-			prog.Close()
-			return fmt.Errorf("load pinned program: %w", err)
-		}
-		if err := t.loadPinnedMaps(); err != nil {
-			prog.Close()
-			t.ctlProg.Close()
-			return err
-		}
-		return nil
+		return t.loadPinned()
 	}
 	if !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("load pinned program: %w", err)
@@ -153,8 +147,13 @@ func (t *Table) load(spec *ebpf.CollectionSpec) error {
 	if faultpoint.Reach("bpf.load-program") == faultpoint.Reject {
 		unloadable(spec)
 	}
+	shared, err := openShared(t.dir, spec)
+	if err != nil {
+		return err
+	}
+	defer closeMaps(shared)
 	var objs classifierObjects
-	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: t.dir}}
+	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: t.dir}, MapReplacements: shared}
 	if err := spec.LoadAndAssign(&objs, opts); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
@@ -165,15 +164,36 @@ func (t *Table) load(spec *ebpf.CollectionSpec) error {
 	for _, pin := range []struct {
 		prog *ebpf.Program
 		name string
-	}{{objs.XtbpfFilter, progPin}, {objs.XtbpfCtl, ctlPin}} {
+	}{{objs.XtbpfFilter, progPin}, {objs.XtbpfCtl, ctlPin}, {objs.XtbpfRecent, recentPin}} {
 		if err := pin.prog.Pin(filepath.Join(t.dir, pin.name)); err != nil {
 			objs.Close()
 			return fmt.Errorf("pin program: %w", err)
 		}
 	}
-	t.prog, t.ctlProg, t.maps = objs.XtbpfFilter, objs.XtbpfCtl, objs.classifierMaps
+	t.prog, t.ctlProg, t.recentProg, t.maps = objs.XtbpfFilter, objs.XtbpfCtl, objs.XtbpfRecent, objs.classifierMaps
 	if err := t.stampLayout(); err != nil {
 		t.Close()
+		return err
+	}
+	return nil
+}
+
+// loadPinned opens what an earlier Open pinned, t.prog aside.
+func (t *Table) loadPinned() error {
+	var err error
+	if t.ctlProg, err = ebpf.LoadPinnedProgram(filepath.Join(t.dir, ctlPin), nil); err != nil {
+		t.prog.Close()
+		return fmt.Errorf("load pinned program: %w", err)
+	}
+	if t.recentProg, err = ebpf.LoadPinnedProgram(filepath.Join(t.dir, recentPin), nil); err != nil {
+		t.prog.Close()
+		t.ctlProg.Close()
+		return fmt.Errorf("load pinned program: %w", err)
+	}
+	if err := t.loadPinnedMaps(); err != nil {
+		for _, p := range []*ebpf.Program{t.prog, t.ctlProg, t.recentProg} {
+			p.Close()
+		}
 		return err
 	}
 	return nil
@@ -206,9 +226,16 @@ func (t *Table) loadPinnedMaps() error {
 		classifierMapStacks: &t.maps.Stacks, classifierMapRates: &t.maps.Rates,
 		classifierMapHtables: &t.maps.Htables, classifierMapHtmeta: &t.maps.Htmeta,
 		classifierMapTargs: &t.maps.Targs, classifierMapReports: &t.maps.Reports,
+		classifierMapRtables: &t.maps.Rtables, classifierMapRtmeta: &t.maps.Rtmeta,
 	}
+	shared := map[string]string{classifierMapRtables: filepath.Join(filepath.Dir(t.dir), rtablesPin),
+		classifierMapRtmeta: filepath.Join(filepath.Dir(t.dir), rtmetaPin)}
 	for name, m := range dst {
-		pinned, err := ebpf.LoadPinnedMap(filepath.Join(t.dir, name), nil)
+		path := filepath.Join(t.dir, name)
+		if p, ok := shared[name]; ok {
+			path = p
+		}
+		pinned, err := ebpf.LoadPinnedMap(path, nil)
 		if err != nil {
 			t.maps.Close()
 			return fmt.Errorf("load pinned map %s: %w", name, err)
@@ -224,7 +251,7 @@ func (t *Table) Close() error {
 	if t.ns != nil {
 		t.ns.Close()
 	}
-	for _, p := range []*ebpf.Program{t.prog, t.ctlProg} {
+	for _, p := range []*ebpf.Program{t.prog, t.ctlProg, t.recentProg} {
 		if cerr := p.Close(); err == nil {
 			err = cerr
 		}
@@ -239,7 +266,8 @@ func (t *Table) Remove() error {
 		errs = append(errs, removePin(filepath.Join(t.dir, linkPin(h))))
 	}
 	errs = append(errs, t.holdConntrack(false), t.Close())
-	errs = append(errs, removePin(filepath.Join(t.dir, progPin)), removePin(filepath.Join(t.dir, ctlPin)), removePin(filepath.Join(t.dir, layoutPin)))
+	errs = append(errs, removePin(filepath.Join(t.dir, progPin)), removePin(filepath.Join(t.dir, ctlPin)),
+		removePin(filepath.Join(t.dir, recentPin)), removePin(filepath.Join(t.dir, layoutPin)))
 	for _, name := range mapNames {
 		errs = append(errs, removePin(filepath.Join(t.dir, name)))
 	}

@@ -88,9 +88,9 @@ func TestIndexFilesRules(t *testing.T) {
 	holes.IP.SrcMask = [16]byte{255, 0, 255, 255}
 	rules = append(rules, holes)
 	rules = append(rules, udpRule(53), udpRule(53), udpRule(123)) // 23-25
-	// 26: a match with side effects (a kind the index does not know)
-	// before the port: the rule must run for every packet.
-	rules = append(rules, udpRule(99, Match{Kind: MatchKind(250)}))
+	// 26: a match with side effects (recent --set adds the source to its
+	// list) before the port: the rule must run for every UDP packet.
+	rules = append(rules, udpRule(99, Match{Kind: MatchRecent, Recent: xtables.RecentInfo{CheckSet: xtables.RecentSet}}))
 	plan, err := Compile(chainIR(rules))
 	if err != nil {
 		t.Fatal(err)

@@ -102,6 +102,8 @@ const (
 	MatchAH6
 	MatchSPI // ah (IPv4) and esp
 	MatchTCPMSS
+	MatchSCTP
+	MatchRecent // recent: a named list of addresses shared by the rules, and both families, that name it
 )
 
 // Match is one match extension with its decoded payload.
@@ -134,6 +136,8 @@ type Match struct {
 	AH6       xtables.AH6Info    // MatchAH6
 	SPI       SPIMatch           // MatchSPI
 	TCPMSS    xtables.TCPMSSInfo // MatchTCPMSS
+	SCTP      xtables.SCTPInfo   // MatchSCTP
+	Recent    xtables.RecentInfo // MatchRecent
 }
 
 // OptsMatch is hbh or dst: the same options match on the hop-by-hop or

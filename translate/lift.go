@@ -245,7 +245,7 @@ func verdictName(v int32) string {
 // liftedRevisions are the revisions lifted of the matches whose revision
 // is not 0; any revision of those mapped to -1 is.
 var liftedRevisions = map[string]int{"conntrack": -1, "multiport": 1, "iprange": 1, "mark": 1, "tos": 1,
-	"hashlimit": -1, "addrtype": -1, "owner": 1}
+	"hashlimit": -1, "addrtype": -1, "owner": 1, "recent": -1}
 
 func liftMatch(f xtables.Family, m *xtables.Match) (Match, error) {
 	if rev := liftedRevisions[m.Name]; rev >= 0 && int(m.Revision) != rev {
@@ -313,6 +313,9 @@ func liftMatch(f xtables.Family, m *xtables.Match) (Match, error) {
 	case m.Name == "mac":
 		info, ok := infoOf[xtables.MACInfo](m.Info)
 		return liftMAC(info), okOrUndecoded(ok)
+	case m.Name == "recent":
+		info, ok := infoOf[xtables.RecentInfo](m.Info)
+		return Match{Kind: MatchRecent, Recent: info}, okOrUndecoded(ok)
 	}
 	return liftHdr(f, m)
 }
@@ -357,6 +360,9 @@ func liftHdr(f xtables.Family, m *xtables.Match) (Match, error) {
 	case m.Name == "tcpmss":
 		info, ok := infoOf[xtables.TCPMSSInfo](m.Info)
 		return Match{Kind: MatchTCPMSS, TCPMSS: info}, okOrUndecoded(ok)
+	case m.Name == "sctp":
+		info, ok := infoOf[xtables.SCTPInfo](m.Info)
+		return Match{Kind: MatchSCTP, SCTP: info}, okOrUndecoded(ok)
 	}
 	return Match{}, fmt.Errorf("not translated")
 }

@@ -71,8 +71,10 @@ func TestUnsupported(t *testing.T) {
 		rule tabletest.Rule
 		want string
 	}{
+		{tabletest.Rule{Matches: []xtables.Match{tcp, {Name: "statistic"}}, Target: "ACCEPT"},
+			`chain INPUT rule 2: match "statistic": not translated`},
 		{tabletest.Rule{Matches: []xtables.Match{tcp, {Name: "recent"}}, Target: "ACCEPT"},
-			`chain INPUT rule 2: match "recent": not translated`},
+			`chain INPUT rule 2: match "recent": payload not decoded`},
 		{tabletest.Rule{Target: "NFLOG", Raw: true},
 			`chain INPUT rule 2: target "NFLOG": not translated`},
 		{tabletest.Rule{Target: "LOG", Raw: true},

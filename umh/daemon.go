@@ -35,7 +35,10 @@ type Config struct {
 	StateDir string
 	BPFFS    string
 	Mode     Mode
-	Log      *slog.Logger
+	// KernelRecent leaves every table with a recent rule to the kernel's
+	// xtables, whose /proc/net/xt_recent/NAME scripts may depend on.
+	KernelRecent bool
+	Log          *slog.Logger
 }
 
 // Daemon holds the state of every network namespace it serves.

@@ -258,6 +258,11 @@ func (d *Daemon) compile(j *journal, t *xtables.Table, c *translate.Compiler, re
 	if err != nil {
 		return nil, err
 	}
+	if d.cfg.KernelRecent {
+		if un := recentRule(ir); un != nil {
+			return nil, un
+		}
+	}
 	j.mark("lift")
 	plan, err := c.Compile(ir)
 	if err != nil {
@@ -344,7 +349,7 @@ func init() {
 	for _, f := range []xtables.Family{xtables.IPv4, xtables.IPv6} {
 		for name, rev := range map[string]uint8{"state": 0, "conntrack": 3, "multiport": 1, "comment": 0,
 			"iprange": 1, "mark": 1, "pkttype": 0, "length": 0, "tos": 1, "dscp": 0, "ecn": 0,
-			"limit": 0, "hashlimit": 3} {
+			"limit": 0, "hashlimit": 3, "recent": 1} {
 			translatedRevisions[revisionKey{f, false, name}] = rev
 		}
 	}

@@ -56,6 +56,8 @@ func opName(req *wire.Request) string {
 		return "STATUS"
 	case wire.OpRelease:
 		return "RELEASE"
+	case wire.OpRecent:
+		return "RECENT"
 	}
 	fam, ok := family(int(req.Level))
 	if !ok {

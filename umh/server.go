@@ -125,6 +125,8 @@ func (d *Daemon) answer(conn *net.UnixConn, req *wire.Request) *wire.Reply {
 		return d.status(ks)
 	case wire.OpRelease:
 		return d.release(ks)
+	case wire.OpRecent:
+		return d.recent(ks, req.Payload)
 	}
 	r := &request{
 		set:     req.Op == wire.OpSetsockopt,

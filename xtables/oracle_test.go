@@ -297,6 +297,8 @@ func matchMutations(r *Replace, b []byte, i int) []mutation {
 			out = append(out, mutation{name: name + "invflags 0x04", b: setByte(b, off+extHeaderSize+8, 0x04)})
 		case "icmp", "icmp6":
 			out = append(out, mutation{name: name + "invflags 0x02", b: setByte(b, off+extHeaderSize+3, 0x02)})
+		case "sctp":
+			out = append(out, sctpMutations(name, b, off+extHeaderSize)...)
 		}
 		if ownedMatches[m.Name] {
 			proto := at + ipSize(f) - 4
@@ -398,4 +400,21 @@ func putName(b []byte, off int, name string) []byte {
 	clear(c[off : off+extNameLen])
 	copy(c[off:], name)
 	return c
+}
+
+// sctpMutations break each rule of sctp_mt_check on the xt_sctp_info at
+// p: chunk_match_type at 264, flag_count 280, flags 284, invflags 288.
+func sctpMutations(name string, b []byte, p int) []mutation {
+	var out []mutation
+	for _, v := range []uint32{0, 1, 7, 8, 0x80000000} {
+		out = append(out, mutation{name: fmt.Sprintf("%sflags %#x", name, v), b: put32(b, p+284, v)},
+			mutation{name: fmt.Sprintf("%sinvflags %#x", name, v), b: put32(b, p+288, v)})
+	}
+	for _, v := range []uint32{0, 3, 8, 0xff} {
+		out = append(out, mutation{name: fmt.Sprintf("%schunk_match_type %#x", name, v), b: put32(b, p+264, v)})
+	}
+	for _, v := range []int32{0, 4, 5, -1, 1 << 30} {
+		out = append(out, mutation{name: fmt.Sprintf("%sflag_count %d", name, v), b: put32(b, p+280, uint32(v))})
+	}
+	return append(out, mutation{name: name + "chunkmap word 63", b: put32(b, p+8+63*4, 1)})
 }

@@ -183,19 +183,19 @@ func checkLimit(r *LimitInfo, _ *Entry) error {
 	return nil
 }
 
-// checkProcName is xt_check_proc_name: the name becomes a file under
-// /proc/net/ipt_hashlimit (ip6t_hashlimit).
-func checkProcName(name []byte) error {
+// checkProcName is xt_check_proc_name: the name of a hashlimit or recent
+// table becomes a file under /proc/net.
+func checkProcName(ext string, name []byte) error {
 	n := bytes.IndexByte(name, 0)
 	switch {
 	case len(name) == 0 || name[0] == 0:
-		return errorf(unix.EINVAL, "hashlimit: empty name")
+		return errorf(unix.EINVAL, "%s: empty name", ext)
 	case n < 0:
-		return errorf(unix.ENAMETOOLONG, "hashlimit: name not NUL-terminated")
+		return errorf(unix.ENAMETOOLONG, "%s: name not NUL-terminated", ext)
 	}
 	s := string(name[:n])
 	if s == "." || s == ".." || bytes.IndexByte(name[:n], '/') >= 0 {
-		return errorf(unix.EINVAL, "hashlimit: name %q cannot be a /proc file", s)
+		return errorf(unix.EINVAL, "%s: name %q cannot be a /proc file", ext, s)
 	}
 	return nil
 }
@@ -205,7 +205,7 @@ func checkProcName(name []byte) error {
 // configuration, so its size and max are truncated in place, as the
 // kernel's copy (and GET_ENTRIES) shows them; the others check a copy.
 func checkHashlimit(f Family, h *HashlimitInfo) error {
-	if err := checkProcName(h.Name); err != nil {
+	if err := checkProcName("hashlimit", h.Name); err != nil {
 		return err
 	}
 	c := h.Cfg

@@ -1,9 +1,9 @@
 /* Matches that read protocol headers at offsets only they compute: the
  * IPv6 extension header matches (rt, frag, hbh, dst, ipv6header, ah), the
- * IPsec SPIs of IPv4 ah and of esp, and tcpmss. Each runs from a global
- * function that gets the program's context, so that it can open the packet
- * itself and walk it with bpf_loop: nothing of this is parsed for packets
- * no such rule looks at. */
+ * IPsec SPIs of IPv4 ah and of esp, tcpmss, and sctp (sctp.h). Each runs
+ * from a global function that gets the program's context, so that it can
+ * open the packet itself and walk it with bpf_loop: nothing of this is
+ * parsed for packets no such rule looks at. */
 #pragma once
 
 #define NEXTHDR_ESP 50
@@ -194,7 +194,9 @@ static __noinline int frag_match(const struct xt_match *m, const struct pkt *p, 
 	       !((m->option & 0x20) && (fo & IP6_MF));
 }
 
-/* hbh_mt6's walk of the options, one per bpf_loop step. */
+/* hbh_mt6's walk of the options, one per bpf_loop step. It gives up (no
+ * match, no drop) on an option it cannot read or that runs past the
+ * header, except that the last option sought may run past it. */
 struct opts_walk {
 	struct find_hdr f;
 	const struct xt_ext *x;
@@ -202,7 +204,7 @@ struct opts_walk {
 	__u32 ptr;
 	__u32 hdrlen;	/* bytes of the header left */
 	__u32 k;	/* options of the rule matched */
-	__s8 ret;	/* 1 go on, 0 no match, HOTDROP */
+	__u8 ret;	/* 1 go on, 0 no match */
 };
 
 static long opts_step(__u64 i, struct opts_walk *o)
@@ -211,33 +213,29 @@ static long opts_step(__u64 i, struct opts_walk *o)
 	__u16 want;
 	__u8 t, l;
 
-	if (o->k >= o->x->count || o->k >= 16 || o->hdrlen < 1)
+	if (o->k >= o->x->count || o->k >= 16 || o->hdrlen < 1 || bpf_dynptr_read(&t, 1, &o->f.ptr, o->ptr, 0))
 		return 1;
 	want = o->x->lo[o->k & 15];
-	if (bpf_dynptr_read(&t, 1, &o->f.ptr, o->ptr, 0))
-		goto hotdrop;
 	if (t != want >> 8) {
 		o->ret = 0;
 		return 1;
 	}
 	if (t) {
 		if (o->hdrlen < 2 || bpf_dynptr_read(&l, 1, &o->f.ptr, o->ptr + 1, 0))
-			goto hotdrop;
+			return 1;
 		if ((want & 0xff) != 0xff && (want & 0xff) != l) {
 			o->ret = 0;
 			return 1;
 		}
 		optlen = (__u32)l + 2;
 	}
-	if (o->ptr > o->len || optlen > o->len - o->ptr || o->hdrlen < optlen)
-		goto hotdrop;
+	/* u32 arithmetic, as the kernel's: len - optlen may wrap. */
+	if ((o->ptr > o->len - optlen || o->hdrlen < optlen) && o->k + 1 < o->x->count)
+		return 1;
 	o->ptr += optlen;
 	o->hdrlen -= optlen;
 	o->k++;
 	return 0;
-hotdrop:
-	o->ret = HOTDROP;
-	return 1;
 }
 
 /* hbh_mt6 for the header m->type names. x: lo the options (type << 8 |
@@ -267,19 +265,19 @@ static __noinline int opts_match(const struct xt_match *m, const struct pkt *p, 
 	o.ptr = off + 2;
 	o.hdrlen -= 2;
 	bpf_loop(16, opts_step, &o, 0);
-	if (o.ret <= 0)
-		return o.ret;
-	return o.k == x->count && ret;
+	return o.ret && o.k == x->count && ret;
 }
 
-/* ipv6header_mt6's own walk of the header chain. */
+/* ipv6header_mt6's own walk of the header chain: it goes on past
+ * fragment headers, stops at ESP, and gives up (no match) when fewer than
+ * 2 bytes are left for the next header. */
 struct hdr_mask {
 	struct bpf_dynptr ptr;
 	__u32 start;
 	__u32 len;
 	__u8 nh;
 	__u8 mask;
-	__u8 hotdrop;
+	__u8 ret;	/* 1 evaluate the mask, 0 no match, 2 hot-drop */
 };
 
 static long hdr_mask_step(__u64 i, struct hdr_mask *h)
@@ -294,13 +292,17 @@ static long hdr_mask_step(__u64 i, struct hdr_mask *h)
 		h->mask |= 0x02;
 		return 1;
 	}
+	if (h->start + 2 > h->len) {
+		h->ret = 0;
+		return 1;
+	}
 	if (nh == NEXTHDR_ESP) {
 		h->mask |= 0x04;
 		return 1;
 	}
 	hp = bpf_dynptr_slice(&h->ptr, h->start, buf, 2);
 	if (!hp) {
-		h->hotdrop = 1;
+		h->ret = 2;
 		return 1;
 	}
 	switch (nh) {
@@ -331,15 +333,15 @@ static long hdr_mask_step(__u64 i, struct hdr_mask *h)
 /* ipv6header_mt6. arg: matchflags, invflags; option: modeflag. */
 static __noinline int ipv6header_match(const struct xt_match *m, const struct pkt *p, struct bpf_nf_ctx *ctx)
 {
-	struct hdr_mask h = {.start = 40};
+	struct hdr_mask h = {.start = 40, .ret = 1};
 	__u8 match, inv;
 
 	if (!m || !p || open_pkt(&h.ptr, ctx) || bpf_dynptr_read(&h.nh, 1, &h.ptr, 6, 0))
 		return HOTDROP;
 	h.len = p->len;
 	bpf_loop(p->len / 8 + 1, hdr_mask_step, &h, 0);
-	if (h.hotdrop)
-		return HOTDROP;
+	if (h.ret != 1)
+		return h.ret ? HOTDROP : 0;
 	if (h.nh != NEXTHDR_NONE && h.nh != NEXTHDR_ESP)
 		h.mask |= 0x01;
 	match = m->arg[0];
@@ -440,6 +442,8 @@ static __noinline int tcpmss_match(const struct xt_match *m, const struct pkt *p
 	return (((__u16)w.mss >= m->spts[0] && (__u16)w.mss <= m->spts[1]) ^ m->inv) != 0;
 }
 
+#include "sctp.h"
+
 /* The matches of this file, as a global function verified once. */
 __noinline int hdr_match(const struct xt_match *m, const struct pkt *p, const struct xt_ext *x,
 			 struct bpf_nf_ctx *ctx)
@@ -461,6 +465,9 @@ __noinline int hdr_match(const struct xt_match *m, const struct pkt *p, const st
 		return spi_match(m, p, ctx);
 	case MATCH_TCPMSS:
 		return tcpmss_match(m, p, ctx);
+	case MATCH_SCTP:
+		/* p lies in the run's scratch slot, which sctp may mark. */
+		return sctp_match(x, (struct pkt *)p, ctx);
 	}
 	return HOTDROP;
 }

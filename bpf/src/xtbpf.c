@@ -44,13 +44,17 @@ const struct xt_seg *unused_seg __attribute__((unused));
 const struct xt_prefix_key *unused_prefix __attribute__((unused));
 const struct xt_value_key *unused_value __attribute__((unused));
 const struct xt_rate *unused_rate __attribute__((unused));
-/* Also completes the key and value types of the hashlimit inner map
- * template, which clang would otherwise leave as forward declarations:
- * the kernel must see the value's bpf_spin_lock. */
+/* Also completes the key and value types of the hashlimit and recent
+ * inner map templates, which clang would otherwise leave as forward
+ * declarations: the kernel must see the value's bpf_spin_lock. */
 const struct hl_key *unused_hl_key __attribute__((unused));
 const struct hl_ent *unused_hl_ent __attribute__((unused));
+const struct rc_table *unused_rc_table __attribute__((unused));
 const struct xt_targ *unused_targ __attribute__((unused));
 const struct xt_report *unused_report __attribute__((unused));
+const struct rc_ent *unused_rc_ent __attribute__((unused));
+const struct rc_meta *unused_rc_meta __attribute__((unused));
+const struct xt_recent_ctl *unused_recent_ctl __attribute__((unused));
 
 /* Which generation packets use; flipped by one write on install. */
 struct {
@@ -300,6 +304,7 @@ struct pkt {
 	__u8 ttl;	/* IPv4 ttl, IPv6 hop limit */
 	__u8 tos;	/* IPv4 tos, IPv6 traffic class */
 	__u8 hlports_ok;	/* 0: hashlimit could not read its ports (hotdrop) */
+	__u8 hot;	/* a match said yes and hot-dropped (see step) */
 	__u16 iplen;	/* xt_length's length: tot_len, or payload_len + 40 */
 	__u8 pkttype;	/* skb->pkt_type */
 	__u8 gen;	/* the generation whose limit and hashlimit state applies */
@@ -831,6 +836,7 @@ static __always_inline int ecn_match(const struct xt_match *m, const struct pkt 
 
 #include "hostmatch.h"
 #include "hdrmatch.h"
+#include "recent.h"
 
 /* The matches beyond tcp, udp and icmp, as a global function: the
  * verifier checks it once on its own rather than at every match slot of
@@ -888,6 +894,7 @@ __noinline int any_match(const struct xt_match *m, const struct pkt *p, const st
 	case MATCH_AH6:
 	case MATCH_SPI:
 	case MATCH_TCPMSS:
+	case MATCH_SCTP:
 		return hdr_match(m, p, x, ctx);
 	}
 	return more_match(m, p, x);
@@ -896,7 +903,8 @@ __noinline int any_match(const struct xt_match *m, const struct pkt *p, const st
 static __always_inline int has_ext(__u8 kind)
 {
 	return kind == MATCH_CONNTRACK || kind == MATCH_MULTIPORT || kind == MATCH_IPRANGE ||
-	       kind == MATCH_OWNER || kind == MATCH_RT || kind == MATCH_OPTS || kind == MATCH_AH6;
+	       kind == MATCH_OWNER || kind == MATCH_RT || kind == MATCH_OPTS || kind == MATCH_AH6 ||
+	       kind == MATCH_SCTP;
 }
 
 static __always_inline int ext_match(const struct xt_match *m, const struct pkt *p, void *exts,
@@ -915,6 +923,8 @@ static __always_inline int ext_match(const struct xt_match *m, const struct pkt 
 	case MATCH_LIMIT:
 	case MATCH_HASHLIMIT:
 		return rate_match(m, p);
+	case MATCH_RECENT:
+		return recent_match(m, p);
 	}
 	if (has_ext(m->kind)) {
 		key = m->ext;
@@ -1236,7 +1246,10 @@ static long step(__u64 i, struct walk *w)
 		cursor_goto(w->cur, idx);
 	}
 	ok = rule_match(r, w);
-	if (ok < 0)
+	/* A match that said yes and hot-dropped (pkt.hot) ends the walk once
+	 * the entry is done: ipt_do_table tests hotdrop only at the end of
+	 * its loop, after the entry's other matches and its target. */
+	if (ok < 0 || (!ok && w->p->hot))
 		return finish(w, NF_DROP);
 	if (!ok) {
 		cursor_next(w->cur, idx);
@@ -1248,7 +1261,7 @@ static long step(__u64 i, struct walk *w)
 	 * past its million-instruction limit. REJECT then drops (default). */
 	if (r->verdict == V_REJECT || r->verdict == V_LOG)
 		report_rule(w, r, idx);
-	switch (r->verdict) {
+	switch (w->p->hot ? V_DROP : r->verdict) {
 	case V_ACCEPT:
 		return finish(w, NF_ACCEPT);
 	case V_RETURN:

@@ -31,6 +31,8 @@ enum match_kind {
 	MATCH_AH6 = 23,
 	MATCH_SPI = 24,	/* ah (IPv4) and esp */
 	MATCH_TCPMSS = 25,
+	MATCH_SCTP = 26,
+	MATCH_RECENT = 27,
 };
 
 /* addrtype: xt_match.option names the device limiting the lookup */
@@ -91,8 +93,8 @@ struct xt_match {
 	 * source, bit 1 the destination); mac: the address's 6 bytes; frag,
 	 * ah, esp: id or SPI range; ipv6header: matchflags, invflags */
 	__u32 arg[2];
-	__u32 ext;	/* conntrack, multiport, iprange, owner, rt, hbh/dst, ah6:
-			 * index of the xt_ext record */
+	__u32 ext;	/* conntrack, multiport, iprange, owner, rt, hbh/dst, ah6,
+			 * sctp: index of the xt_ext record */
 	__u32 pad;
 };
 
@@ -296,6 +298,80 @@ struct xt_ctl {
 	__u64 jiffies;
 	__u32 slot;
 	__u32 arm;
+};
+
+/* recent: xt_match.option is check_set, inv the invert byte (any value
+ * but 0 inverts), type the side, arg[0] seconds * HZ in the kernel's
+ * 32-bit product, arg[1] hit_count, code_min whether seconds is set, ext
+ * the list's slot in rtables. */
+#define RC_SIDE_DEST 1
+#define RC_CHECK 0x01
+#define RC_SET 0x02
+#define RC_UPDATE 0x04
+#define RC_REMOVE 0x08
+#define RC_TTL 0x10
+#define RC_REAP 0x20
+
+#define MAX_RTABLES 256		/* recent lists per namespace */
+#define RC_MAX_ENTRIES 128	/* ip_list_tot a list can hold; a power of 2 */
+#define RC_MAX_STAMPS 64	/* timestamps an entry can keep; a power of 2 */
+#define RC_NIL 0xffff		/* no entry: ends of the LRU list */
+
+/* struct recent_entry, at a fixed place of its list's rc_table; a free
+ * place has family 0. prev and next link the LRU list, next the free
+ * places. */
+struct rc_ent {
+	__u64 stamps[RC_MAX_STAMPS];
+	__u32 addr[4];	/* packet byte order, masked */
+	__u16 index;
+	__u16 nstamps;
+	__u16 prev;
+	__u16 next;
+	__u8 family;	/* NFPROTO_IPV4 or NFPROTO_IPV6 */
+	__u8 ttl;
+	__u8 pad[6];
+};
+
+/* struct recent_table: one list, whole in one map value under one lock,
+ * as the kernel's recent_lock covers a list. */
+struct rc_table {
+	struct bpf_spin_lock lock;
+	__u32 entries;
+	__u32 list_tot;	/* ip_list_tot */
+	__u32 stamps_mask;	/* nstamps_max_mask */
+	__u32 mask[4];	/* the address mask of the rule that created it */
+	__u16 head;	/* oldest entry */
+	__u16 tail;
+	__u16 free;	/* first free place */
+	__u16 pad;
+	__s32 found;	/* scratch: what a scan found, read back unknown to
+			 * the verifier, so that it does not walk what follows
+			 * once per place */
+	__u32 pad2;
+	struct rc_ent e[RC_MAX_ENTRIES];
+};
+
+/* A list's name and which families' tables in force name it. */
+struct rc_meta {
+	char name[200];
+	__u8 refs;	/* bit 0: IPv4, bit 1: IPv6 */
+	__u8 pad[7];
+};
+
+/* xtbpf_recent's argument: one /proc/net/xt_recent write, or the growth
+ * of a list's timestamps that recent_mt_check makes (which flushes it). */
+#define RC_OP_ADD '+'
+#define RC_OP_DEL '-'
+#define RC_OP_FLUSH '/'
+#define RC_OP_GROW 'g'
+struct xt_recent_ctl {
+	__u32 slot;
+	__u32 op;
+	__u32 addr[4];
+	__u32 stamps_mask;	/* RC_OP_GROW */
+	__u8 family;
+	__u8 pad[3];
+	__u64 jiffies;	/* out: when it was done */
 };
 
 /* The arguments of a REJECT or LOG rule, at xt_rule.targ of the

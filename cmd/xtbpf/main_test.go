@@ -58,6 +58,11 @@ func TestCLI(t *testing.T) {
 		{[]string{"run", "--socket", "/s", "--", "sh", "-c", `echo "$LD_PRELOAD|$XTBPF_SOCKET"`}, 0, shim + "|/s\n"},
 		{[]string{"run", "--", "sh", "-c", `echo "$XTBPF_SOCKET"`}, 0, "/run/xtbpf/xtbpf.sock\n"},
 		{[]string{"run", "--", "/nonexistent"}, 1, "no such file"},
+		{[]string{"help"}, 0, "recent "},
+		{[]string{"help", "recent"}, 0, "/proc/net/xt_recent/LIST does not exist"},
+		{[]string{"recent"}, 2, "usage: xtbpf recent"},
+		{[]string{"recent", "-4", "-6", "L"}, 2, "usage: xtbpf recent"},
+		{[]string{"recent", "--socket", "/nonexistent.sock", "L"}, 1, "connect to xtbpfd"},
 	}
 	for _, tc := range cases {
 		out, code := xtbpf(t, exe, tc.args...)

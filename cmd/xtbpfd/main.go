@@ -28,6 +28,7 @@ func run() error {
 	flag.StringVar(&cfg.StateDir, "state-dir", "/var/lib/xtbpf", "directory keeping the tables across restarts")
 	flag.StringVar(&cfg.BPFFS, "bpffs", "/sys/fs/bpf/xtbpf", "bpffs directory where programs, maps and links are pinned")
 	flag.StringVar(&mode, "mode", string(umh.Fallback), "what to do with a filter table BPF cannot run: fallback (hand it to the kernel) or strict (refuse it)")
+	recent := flag.String("recent", "bpf", "where tables with -m recent rules run: bpf (lists read and written with xtbpf recent) or kernel (lists in /proc/net/xt_recent)")
 	flag.StringVar(&level, "log-level", "info", "debug, info, warn or error")
 	metricsAddr := flag.String("metrics-addr", "", "serve Prometheus metrics on this address (host:port); off when empty")
 	flag.Parse()
@@ -36,6 +37,13 @@ func run() error {
 		return fmt.Errorf("--log-level: %w", err)
 	}
 	cfg.Mode = umh.Mode(mode)
+	switch *recent {
+	case "bpf":
+	case "kernel":
+		cfg.KernelRecent = true
+	default:
+		return fmt.Errorf("--recent %q: want bpf or kernel", *recent)
+	}
 	cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv}))
 	d, err := umh.New(cfg)
 	if err != nil {

@@ -8,8 +8,6 @@ import (
 	"xtbpf/tests/internal/nstest"
 )
 
-const recentRule = "-m recent --set"
-
 // kmsgHas reports whether the kernel log has a line containing all parts.
 func kmsgHas(t *testing.T, parts ...string) bool {
 	out, err := exec.Command("dmesg").Output()
@@ -33,14 +31,14 @@ func kmsgHas(t *testing.T, parts ...string) bool {
 func TestStrictRefusesUntranslatable(t *testing.T) {
 	tw := newTwin(t)
 	chain := "A"
-	r := tw.d.Run(t, tw.xt, "", "iptables-legacy", "-A", chain, "-m", "recent", "--set", "--name", "strict"+tw.xt.Name)
+	r := tw.d.Run(t, tw.xt, "", "iptables-legacy", "-A", chain, "-m", "statistic", "--mode", "nth", "--every", "2", "--packet", "0")
 	if r.Code == 0 {
 		t.Fatalf("strict mode accepted an untranslatable rule")
 	}
 	if !strings.Contains(r.Stderr, "No chain/target/match by that name") {
 		t.Errorf("want ENOENT's message: %q", r.Stderr)
 	}
-	if !kmsgHas(t, "strict mode", `chain A rule 3: match "recent"`) {
+	if !kmsgHas(t, "strict mode", `chain A rule 3: match "statistic"`) {
 		t.Errorf("no kernel log line naming chain, rule and extension")
 	}
 	if got := tw.xtSave(t); got != tw.save {
@@ -58,7 +56,7 @@ func TestFallbackAndBack(t *testing.T) {
 	kern, xt := nstest.New(t, "xtbpf-fb-k"), nstest.New(t, "xtbpf-fb-x")
 	steps := [][]string{
 		{"iptables-legacy", "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "DROP"},
-		{"iptables-legacy", "-A", "INPUT", "-m", "recent", "--set", "--name", "fb" + xt.Name},
+		{"iptables-legacy", "-A", "INPUT", "-m", "statistic", "--mode", "nth", "--every", "2", "--packet", "0"},
 		{"iptables-legacy", "-A", "INPUT", "-s", "10.1.0.0/16", "-j", "ACCEPT"},
 		{"iptables-legacy", "-D", "INPUT", "2"},
 	}
@@ -76,11 +74,11 @@ func TestFallbackAndBack(t *testing.T) {
 		if len(st.Tables) != 1 || st.Tables[0].Mode != wantMode[i] {
 			t.Fatalf("step %d: status %+v, want mode %s", i, st, wantMode[i])
 		}
-		if wantMode[i] == "kernel" && !strings.Contains(st.Tables[0].Reason, `match "recent"`) {
+		if wantMode[i] == "kernel" && !strings.Contains(st.Tables[0].Reason, `match "statistic"`) {
 			t.Errorf("step %d: reason %q does not name the extension", i, st.Tables[0].Reason)
 		}
 	}
-	if !kmsgHas(t, "handed to the kernel's xtables", `chain INPUT rule 2: match "recent"`) || !kmsgHas(t, "runs in BPF again") {
+	if !kmsgHas(t, "handed to the kernel's xtables", `chain INPUT rule 2: match "statistic"`) || !kmsgHas(t, "runs in BPF again") {
 		t.Errorf("kernel log lacks the fallback and return lines")
 	}
 }
@@ -96,7 +94,7 @@ func TestFallbackReasonFollowsTable(t *testing.T) {
 		restore, reason string
 		rules           int
 	}{
-		{"*filter\n-A INPUT -m recent --set --name fr" + xt.Name + "\nCOMMIT\n", `chain INPUT rule 1: match "recent"`, 1},
+		{"*filter\n-A INPUT -m statistic --mode nth --every 2 --packet 0\nCOMMIT\n", `chain INPUT rule 1: match "statistic"`, 1},
 		{"*filter\n-A INPUT -s 10.0.0.0/8 -j ACCEPT\n-A INPUT -p tcp -j NFLOG --nflog-group 3\nCOMMIT\n", `chain INPUT rule 2: target "NFLOG"`, 2},
 	}
 	for i, s := range steps {

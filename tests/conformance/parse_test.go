@@ -99,7 +99,8 @@ func TestTranslatable(t *testing.T) {
 		"-p tcp -j REJECT --reject-with tcp-reset":              true,
 		"-j NFLOG --nflog-group 1":                              false,
 		"-m limit --limit 1/s":                                  true,
-		"-m recent --set":                                       false,
+		"-m recent --set":                                       true,
+		"-m statistic --mode nth --every 2":                     false,
 		"-m owner --uid-owner 0":                                true,
 		"-m set --match-set x src":                              false,
 	} {

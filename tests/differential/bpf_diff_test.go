@@ -20,24 +20,31 @@ import (
 
 const childEnv = "XTBPF_DIFF_CHILD"
 
-// TestBPFVsEval is the bulk check: for at least 200 random rulesets, at
-// least 10,000 packets each through BPF_PROG_TEST_RUN, every verdict and
-// every rule's final packet counter equal the evaluator's. It re-runs
-// itself inside a scratch namespace so that nothing it installs can reach
-// the host's own hooks.
-func TestBPFVsEval(t *testing.T) {
+// inScratchNetns runs body in a copy of the test process inside a scratch
+// namespace, so that nothing it installs can reach the host's own hooks;
+// the copy runs only this test, with this run's seed.
+func inScratchNetns(t *testing.T, prefix string, body func(*testing.T)) {
 	if os.Getenv(childEnv) == "1" {
-		bulk(t)
+		body(t)
 		return
 	}
-	ns := nstest.New(t, "xdb")
-	cmd := exec.Command("ip", "netns", "exec", ns.Name, os.Args[0], "-test.run", "^TestBPFVsEval$", "-test.v")
+	ns := nstest.New(t, prefix)
+	cmd := exec.Command("ip", "netns", "exec", ns.Name, os.Args[0], "-test.run", "^"+t.Name()+"$", "-test.v")
 	cmd.Env = append(os.Environ(), childEnv+"=1", "XTBPF_DIFF_SEED="+fmt.Sprint(seed(t)))
 	out, err := cmd.CombinedOutput()
 	t.Logf("%s", out)
 	if err != nil {
 		t.Fatalf("bulk run in %s: %v", ns.Name, err)
 	}
+}
+
+// TestBPFVsEval is the bulk check: for at least 200 random rulesets, at
+// least 10,000 packets each through BPF_PROG_TEST_RUN, every verdict and
+// every rule's final packet counter equal the evaluator's. It re-runs
+// itself inside a scratch namespace so that nothing it installs can reach
+// the host's own hooks.
+func TestBPFVsEval(t *testing.T) {
+	inScratchNetns(t, "xdb", bulk)
 }
 
 // testRunDevs is what bpf_prog_test_run_nf gives the program: its
@@ -230,19 +237,26 @@ func counterAt(cs []bpf.Counter, i int) uint64 {
 // back, so the data plane compiles exactly what the kernel would run.
 func kernelTable(t *testing.T, s int64, rs *Ruleset) *xtables.Table {
 	t.Helper()
-	cmd := exec.Command(restoreCmd(rs.Family))
-	cmd.Stdin = strings.NewReader(rs.Restore())
+	return kernelTableOf(t, fmt.Sprintf("seed %d", s), rs.Family, rs.Restore())
+}
+
+// kernelTableOf is kernelTable for a ruleset in iptables-save syntax;
+// what names it in failures.
+func kernelTableOf(t *testing.T, what string, f xtables.Family, restore string) *xtables.Table {
+	t.Helper()
+	cmd := exec.Command(restoreCmd(f))
+	cmd.Stdin = strings.NewReader(restore)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("seed %d: %s: %v: %s\n%s", s, restoreCmd(rs.Family), err, out, rs.Restore())
+		t.Fatalf("%s: %s: %v: %s\n%s", what, restoreCmd(f), err, out, restore)
 	}
-	fd, err := unix.Socket(int(rs.Family), unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
+	fd, err := unix.Socket(int(f), unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer unix.Close(fd)
-	tbl, err := readTable(fd, rs.Family)
+	tbl, err := readTable(fd, f)
 	if err != nil {
-		t.Fatalf("seed %d: read back: %v", s, err)
+		t.Fatalf("%s: read back: %v", what, err)
 	}
 	return tbl
 }
@@ -265,18 +279,7 @@ func frame(f xtables.Family, hook int, pkt []byte) []byte {
 // rulesets of 5,000 to 8,000 rules whose long chains the data plane
 // indexes, with the evaluator's linear walk as the reference.
 func TestBPFVsEvalLarge(t *testing.T) {
-	if os.Getenv(childEnv) == "1" {
-		bulkLarge(t)
-		return
-	}
-	ns := nstest.New(t, "xdl")
-	cmd := exec.Command("ip", "netns", "exec", ns.Name, os.Args[0], "-test.run", "^TestBPFVsEvalLarge$", "-test.v")
-	cmd.Env = append(os.Environ(), childEnv+"=1", "XTBPF_DIFF_SEED="+fmt.Sprint(seed(t)))
-	out, err := cmd.CombinedOutput()
-	t.Logf("%s", out)
-	if err != nil {
-		t.Fatalf("bulk run in %s: %v", ns.Name, err)
-	}
+	inScratchNetns(t, "xdl", bulkLarge)
 }
 
 func bulkLarge(t *testing.T) {

@@ -154,6 +154,9 @@ func (rs *Ruleset) genRule(rng *rand.Rand, ci int) Rule {
 	if rng.Intn(4) == 0 {
 		r.Extra = append(r.Extra, rs.genHdr(rng, &r))
 	}
+	if rng.Intn(8) == 0 {
+		r.Extra = append(r.Extra, genMeta(rng))
+	}
 	rs.genTarget(rng, ci, &r)
 	return r
 }
@@ -262,7 +265,12 @@ func (rs *Ruleset) genProto(rng *rand.Rand, r *Rule) {
 		}
 		rs.genICMP(rng, r)
 	case 6: // protocol only, possibly negated
-		r.Proto = []int{6, 17, rs.icmpProto(), 47, 132, 0}[rng.Intn(6)]
+		r.Proto = []int{6, 17, rs.icmpProto(), 47, 132, 0, 50, 51, 59, 253}[rng.Intn(10)]
+		if rs.Family == xtables.IPv6 && rng.Intn(3) == 0 {
+			// ip6_packet_match takes an extension header for a protocol
+			// only at the end of a later fragment's chain.
+			r.Proto = []int{0, 43, 44, 60}[rng.Intn(4)]
+		}
 		r.ProtoInv = r.Proto != 0 && rng.Intn(2) == 0
 	}
 	if r.Match != "" && rng.Intn(5) == 0 {

@@ -21,7 +21,16 @@ type HdrFields struct {
 	RtRes   uint32 // its reserved word
 	FragID  uint32
 	FragRes uint8
+	Frag2   uint16 // frag_off of a fragment header after the first (see extHdr)
 	Opts    []byte // the TLVs of hop-by-hop and destination options headers
+	Chunks  []Chunk
+}
+
+// Chunk is an SCTP chunk: its type, flags and length field; it takes its
+// length rounded up to 4 bytes, at least its 4-byte header.
+type Chunk struct {
+	Type, Flags uint8
+	Len         uint16
 }
 
 // Values rules and packets share, so that packets hit the header matches.
@@ -57,6 +66,10 @@ func (rs *Ruleset) genHdr(rng *rand.Rand, r *Rule) string {
 		}
 		return fmt.Sprintf(" -m tcpmss%s --mss %d:%d", not(rng.Intn(3) == 0), lo, hi)
 	}
+	if r.Proto == 132 && !r.ProtoInv && rng.Intn(3) != 0 || r.Proto < 0 && rng.Intn(4) == 0 {
+		r.Proto, r.ProtoInv = 132, false
+		return genSCTP(rng)
+	}
 	if r.Proto < 0 && rng.Intn(2) == 0 {
 		r.Proto = 50
 		if rs.Family == xtables.IPv4 && rng.Intn(2) == 0 {
@@ -86,6 +99,71 @@ func (rs *Ruleset) genHdr(rng *rand.Rand, r *Rule) string {
 		s += " --ahres"
 	}
 	return s
+}
+
+// sctpChunks are chunk types iptables names, with the flags it knows for
+// them; I_DATA's flags land on type 15, as libxt_sctp stores them.
+var sctpChunks = []struct {
+	name  string
+	typ   uint8
+	flags string
+}{{"DATA", 0, "IUBE"}, {"INIT", 1, ""}, {"INIT_ACK", 2, ""}, {"SACK", 3, ""}, {"HEARTBEAT", 4, ""},
+	{"ABORT", 6, "T"}, {"SHUTDOWN", 7, ""}, {"COOKIE_ECHO", 10, ""}, {"SHUTDOWN_COMPLETE", 14, "T"},
+	{"I_DATA", 64, "IUBE"}, {"ASCONF_ACK", 128, ""}, {"PAD", 132, ""}, {"FORWARD_TSN", 192, ""}, {"ASCONF", 193, ""}}
+
+// genSCTP draws an sctp match: ports, and chunk types with flags, ALL
+// (every bit of the map, so "all ALL" never matches) or NONE.
+func genSCTP(rng *rand.Rand) string {
+	var b strings.Builder
+	b.WriteString(" -m sctp")
+	port := func() uint16 { return []uint16{0, 1, 80, 1000, 5000, 65535}[rng.Intn(6)] }
+	for _, opt := range []string{"--sport", "--dport"} {
+		if rng.Intn(2) == 0 {
+			continue
+		}
+		lo, hi := port(), port()
+		if lo > hi {
+			lo, hi = hi, lo
+		}
+		fmt.Fprintf(&b, "%s %s %d", not(rng.Intn(3) == 0), opt, lo)
+		if lo != hi && rng.Intn(2) == 0 {
+			fmt.Fprintf(&b, ":%d", hi)
+		}
+	}
+	if rng.Intn(4) == 0 {
+		return b.String()
+	}
+	var cs []string
+	switch rng.Intn(12) {
+	case 0:
+		cs = []string{"ALL"}
+	case 1:
+		cs = []string{"NONE"}
+	default:
+		flagged := 0
+		for n := 1 + rng.Intn(4); len(cs) < n; {
+			c := sctpChunks[rng.Intn(len(sctpChunks))]
+			name := c.name
+			if c.flags != "" && flagged < 4 && rng.Intn(2) == 0 {
+				flagged++
+				name += ":"
+				for _, f := range c.flags {
+					switch rng.Intn(3) {
+					case 0:
+						name += string(f)
+					case 1:
+						name += strings.ToLower(string(f))
+					}
+				}
+				if strings.HasSuffix(name, ":") {
+					name += string(c.flags[0])
+				}
+			}
+			cs = append(cs, name)
+		}
+	}
+	fmt.Fprintf(&b, "%s --chunk-types %s %s", not(rng.Intn(4) == 0), []string{"all", "any", "only"}[rng.Intn(3)], strings.Join(cs, ","))
+	return b.String()
 }
 
 func genRt(rng *rand.Rand) string {
@@ -215,6 +293,7 @@ func (p *Packet) genHdrFields(rng *rand.Rand, r *Rule) {
 		h.RtRes = 1
 	}
 	h.FragID = fragIDs[rng.Intn(len(fragIDs))]
+	h.Frag2 = []uint16{0, 1, 8, 8 * 185}[rng.Intn(4)]
 	if rng.Intn(4) == 0 {
 		h.FragRes = 1
 	}
@@ -224,6 +303,61 @@ func (p *Packet) genHdrFields(rng *rand.Rand, r *Rule) {
 	if p.Proto == 6 && rng.Intn(2) == 0 {
 		p.TCPOpts = append(mssOpt(rng), p.TCPOpts...)
 	}
+	h.Chunks = genChunks(rng)
+	if p.Proto == 132 && rng.Intn(2) == 0 {
+		// The ports sctp rules draw from (see genSCTP), and next to them.
+		pool := []uint16{0, 1, 2, 79, 80, 81, 1000, 5000, 65534, 65535}
+		p.SPort, p.DPort = pool[rng.Intn(len(pool))], pool[rng.Intn(len(pool))]
+	}
+}
+
+// genChunks draws an SCTP packet's chunks: the types rules name and
+// others, any flags, and lengths that are sometimes 0 (a drop), under 4,
+// or past the end of the packet.
+func genChunks(rng *rand.Rand) []Chunk {
+	n := 1 + rng.Intn(4)
+	switch rng.Intn(20) {
+	case 0:
+		n = 0
+	case 1:
+		n = 20 + rng.Intn(40)
+	}
+	var cs []Chunk
+	for ; n > 0; n-- {
+		c := Chunk{Type: sctpChunks[rng.Intn(len(sctpChunks))].typ, Flags: uint8(rng.Intn(16)), Len: uint16(4 + rng.Intn(20))}
+		switch rng.Intn(16) {
+		case 0:
+			c.Len = 0
+		case 1:
+			c.Len = uint16(1 + rng.Intn(3))
+		case 2:
+			c.Len = 2000
+		case 3:
+			c.Type = []uint8{15, 200, 255}[rng.Intn(3)]
+		case 4:
+			c.Flags = uint8(rng.Intn(256))
+		}
+		cs = append(cs, c)
+	}
+	return cs
+}
+
+// sctp is an SCTP common header and its chunks, a chunk with a length
+// past the packet cut to its header. Nothing checks the CRC before the
+// filter hooks, so it stays 0.
+func (p *Packet) sctp() []byte {
+	b := make([]byte, 12, 12+4*len(p.Hdr.Chunks))
+	binary.BigEndian.PutUint16(b, p.SPort)
+	binary.BigEndian.PutUint16(b[2:], p.DPort)
+	binary.BigEndian.PutUint32(b[4:], 1)
+	for _, c := range p.Hdr.Chunks {
+		n := min(max(4, (int(c.Len)+3)&^3), 64)
+		ch := make([]byte, n)
+		ch[0], ch[1] = c.Type, c.Flags
+		binary.BigEndian.PutUint16(ch[2:], c.Len)
+		b = append(b, ch...)
+	}
+	return b
 }
 
 // mssOpt is an MSS option, sometimes malformed.
@@ -239,7 +373,8 @@ func mssOpt(rng *rand.Rand) []byte {
 	return o
 }
 
-// extHdr is an extension header of kind kind naming next.
+// extHdr is an extension header of kind kind naming next: routing,
+// fragment, AH, or else options.
 func (p *Packet) extHdr(next uint8, kind int) []byte {
 	h := &p.Hdr
 	switch kind {
@@ -249,6 +384,10 @@ func (p *Packet) extHdr(next uint8, kind int) []byte {
 		for _, a := range h.RtAddrs {
 			b = append(b, ip(rtAddrs[a])...)
 		}
+		return b
+	case 44:
+		b := []byte{next, 0, 0, 0, 0, 0, 0, 7}
+		binary.BigEndian.PutUint16(b[2:], h.Frag2)
 		return b
 	case 51:
 		return ahHdr(next, h)

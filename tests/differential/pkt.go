@@ -115,7 +115,9 @@ func (rs *Ruleset) pickProto(rng *rand.Rand, r *Rule) uint8 {
 	if r.Proto > 0 && rng.Intn(5) != 0 {
 		return uint8(r.Proto)
 	}
-	return []uint8{6, 6, 17, 17, uint8(rs.icmpProto()), 47, 132, 50, 51}[rng.Intn(9)]
+	// 59 (no next header) and 253 (experimental) end IPv6 chains in
+	// protocols nothing parses.
+	return []uint8{6, 6, 17, 17, uint8(rs.icmpProto()), 47, 132, 50, 51, 59, 253}[rng.Intn(11)]
 }
 
 func (rs *Ruleset) pickPort(rng *rand.Rand, m portMatch) uint16 {
@@ -162,8 +164,15 @@ func (p *Packet) genICMP(rng *rand.Rand, r *Rule) {
 	}
 }
 
+// genFrag draws fragments and, for IPv6, the extension header chains the
+// header walks must agree on: later fragments naming every kind of next
+// header, AH and ESP after fragments, long chains, chains cut short.
 func (p *Packet) genFrag(rng *rand.Rand, r *Rule) {
-	if rng.Intn(12) == 0 || r.Frag != 0 && rng.Intn(2) == 0 {
+	odds := 12
+	if p.Family == xtables.IPv6 {
+		odds = 5
+	}
+	if rng.Intn(odds) == 0 || r.Frag != 0 && rng.Intn(2) == 0 {
 		p.FragOff = []int{0, 1, 1, 2, 3, 185}[rng.Intn(6)]
 		p.MoreFrag = rng.Intn(2) == 0
 		p.Frag6 = p.Family == xtables.IPv6
@@ -174,11 +183,18 @@ func (p *Packet) genFrag(rng *rand.Rand, r *Rule) {
 	for n := rng.Intn(4) - 1; n > 0; n-- {
 		p.Ext6 = append(p.Ext6, []int{0, 60, 43, 51}[rng.Intn(4)])
 	}
-	if (len(p.Ext6) > 0 || p.Frag6) && rng.Intn(10) == 0 {
-		p.Cut6 = 1 + rng.Intn(12) // truncated extension header chains
+	if rng.Intn(40) == 0 {
+		for n := 10 + rng.Intn(5); n > 0; n-- {
+			p.Ext6 = append(p.Ext6, 60)
+		}
 	}
-	if p.Frag6 && p.FragOff != 0 && rng.Intn(4) == 0 {
-		p.Frag6Ext = 60 // a non-first fragment followed by an extension header
+	if p.Frag6 && rng.Intn(2) == 0 {
+		// The fragment header names another extension header: a later
+		// fragment's upper layer is then unknowable.
+		p.Frag6Ext = []int{0, 43, 44, 51, 60}[rng.Intn(5)]
+	}
+	if (len(p.Ext6) > 0 || p.Frag6) && rng.Intn(6) == 0 {
+		p.Cut6 = 1 + rng.Intn(40) // truncated extension header chains
 	}
 }
 
@@ -216,6 +232,8 @@ func (p *Packet) upper() []byte {
 		b = []byte{p.ICMPType, p.ICMPCode, 0, 0, 0, 1, 0, 1}
 	case 50, 51:
 		b = p.ipsec()
+	case 132:
+		b = p.sctp()
 	default:
 		b = make([]byte, 4)
 	}

@@ -3,15 +3,12 @@ package differential
 import (
 	"fmt"
 	"math/rand"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 	"slices"
 	"testing"
 
 	"xtbpf/bpf"
-	"xtbpf/tests/internal/nstest"
 	"xtbpf/translate"
 	"xtbpf/translate/eval"
 	"xtbpf/xtables"
@@ -28,18 +25,7 @@ import (
 // built from nothing. Installing again the table the standby holds writes
 // nothing.
 func TestBPFVsEvalUpdates(t *testing.T) {
-	if os.Getenv(childEnv) == "1" {
-		bulkUpdates(t)
-		return
-	}
-	ns := nstest.New(t, "xdu")
-	cmd := exec.Command("ip", "netns", "exec", ns.Name, os.Args[0], "-test.run", "^TestBPFVsEvalUpdates$", "-test.v")
-	cmd.Env = append(os.Environ(), childEnv+"=1", "XTBPF_DIFF_SEED="+fmt.Sprint(seed(t)))
-	out, err := cmd.CombinedOutput()
-	t.Logf("%s", out)
-	if err != nil {
-		t.Fatalf("bulk run in %s: %v", ns.Name, err)
-	}
+	inScratchNetns(t, "xdu", bulkUpdates)
 }
 
 func bulkUpdates(t *testing.T) {

@@ -12,7 +12,7 @@ const kernelTable = `*filter
 :INPUT ACCEPT [0:0]
 :FORWARD ACCEPT [0:0]
 :OUTPUT ACCEPT [0:0]
--A INPUT -p udp -m udp --dport 5003 -m recent --set --name xtbpf-fault --mask 255.255.255.255 --rsource -j DROP
+-A INPUT -p udp -m udp --dport 5003 -m statistic --mode nth --every 1 --packet 0 -j DROP
 -A INPUT -p udp -m udp --dport 5001 -j DROP
 -A INPUT -p udp -m udp --dport 5002 -j ACCEPT
 COMMIT

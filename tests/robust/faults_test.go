@@ -34,7 +34,7 @@ COMMIT
 // baseTable, dropped: the traffic shows which table is in force.
 var (
 	bpfChange    = []string{"iptables-legacy", "-I", "INPUT", "1", "-p", "udp", "--dport", "5003", "-j", "DROP"}
-	kernelChange = []string{"iptables-legacy", "-I", "INPUT", "1", "-p", "udp", "--dport", "5003", "-m", "recent", "--set", "--name", "xtbpf-fault", "-j", "DROP"}
+	kernelChange = []string{"iptables-legacy", "-I", "INPUT", "1", "-p", "udp", "--dport", "5003", "-m", "statistic", "--mode", "nth", "--every", "1", "--packet", "0", "-j", "DROP"}
 )
 
 var ports = []int{5001, 5002, 5003}

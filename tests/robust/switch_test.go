@@ -8,11 +8,11 @@ import (
 	"xtbpf/tests/internal/nstest"
 )
 
-// untranslatable is a rule BPF cannot run (xt_recent) that no probe
+// untranslatable is a rule BPF cannot run (xt_statistic) that no probe
 // datagram (UDP) meets: the table with it gives every probe the verdict
 // of the table without it, so any datagram to 5001 that arrives passed
 // unfiltered, and any datagram to 5002 lost was dropped by no rule.
-var untranslatable = []string{"-p", "tcp", "--dport", "9", "-m", "recent", "--set", "--name", "xtbpf-switch", "-j", "DROP"}
+var untranslatable = []string{"-p", "tcp", "--dport", "9", "-m", "statistic", "--mode", "nth", "--every", "2", "--packet", "0", "-j", "DROP"}
 
 // TestSwitchUnderTraffic sends UDP to a dropped and an accepted port
 // throughout: while xtbpfd adopts a kernel table that has rules, moves it

@@ -163,17 +163,22 @@ func (w *walk) run() (Result, error) {
 		if err != nil {
 			return res, fmt.Errorf("eval: entry %d: %w", i, err)
 		}
+		if ok {
+			res.Hits = append(res.Hits, i)
+			if e.Target.Name == "REJECT" || e.Target.Name == "LOG" {
+				res.Reports = append(res.Reports, Report{Entry: i, Target: e.Target.Name})
+			}
+		}
 		if hotdrop {
+			// A match may say yes and hot-drop (an inverted sctp
+			// --chunk-types): the entry counts the packet and its target
+			// runs, but the loop ends on the hot-drop with NF_DROP.
 			res.Verdict = NFDrop
 			return res, nil
 		}
 		if !ok {
 			i++
 			continue
-		}
-		res.Hits = append(res.Hits, i)
-		if e.Target.Name == "REJECT" || e.Target.Name == "LOG" {
-			res.Reports = append(res.Reports, Report{Entry: i, Target: e.Target.Name})
 		}
 		next, verdict, done, err := w.target(i, e)
 		if err != nil {
@@ -188,7 +193,8 @@ func (w *walk) run() (Result, error) {
 }
 
 // matches is ip_packet_match / ip6_packet_match followed by the entry's
-// matches in order; the first failing match ends the entry.
+// matches in order; the first failing match ends the entry. hotdrop may
+// come with ok: ipt_do_table looks at it only once the entry is done.
 func (w *walk) matches(e *xtables.Entry) (ok, hotdrop bool, err error) {
 	var x matchCtx
 	if w.t.Family == xtables.IPv6 {
@@ -201,11 +207,11 @@ func (w *walk) matches(e *xtables.Entry) (ok, hotdrop bool, err error) {
 	}
 	for k := range e.Matches {
 		ok, err := w.match(&e.Matches[k], &x)
-		if err != nil || !ok || x.hotdrop {
+		if err != nil || !ok {
 			return false, x.hotdrop, err
 		}
 	}
-	return true, false, nil
+	return true, x.hotdrop, nil
 }
 
 // target applies a matched entry's target: it returns the next entry, or

@@ -111,7 +111,9 @@ func (w *walk) rt(r *xtables.RtInfo, x *matchCtx) bool {
 	}
 	addr := func(i int) ([]byte, bool) {
 		a := w.header(ptr+8+16*i, 16)
-		x.hotdrop = a == nil
+		if a == nil {
+			x.hotdrop = true
+		}
 		return a, a != nil
 	}
 	if r.Flags&xtables.RtFirstLoose != 0 {
@@ -162,7 +164,9 @@ func (w *walk) frag(f *xtables.FragInfo, x *matchCtx) bool {
 }
 
 // optsHdr is hbh_mt6, for the hop-by-hop (target 0) or destination options
-// header (60).
+// header (60). Its walk of the options gives up (no match, no drop) on an
+// option it cannot read or that runs past the header, except that the
+// last option sought may run past it.
 func (w *walk) optsHdr(o *xtables.OptsInfo, target uint8, x *matchCtx) bool {
 	ptr, ok := w.hdrAt(target, x)
 	if !ok {
@@ -173,52 +177,51 @@ func (w *walk) optsHdr(o *xtables.OptsInfo, target uint8, x *matchCtx) bool {
 		x.hotdrop = true
 		return false
 	}
-	hdrlen := (int(oh[1]) + 1) << 3
-	n := len(w.pkt.data)
-	if n-ptr < hdrlen {
+	hdrlen := (uint32(oh[1]) + 1) << 3
+	n := uint32(len(w.pkt.data))
+	if n-uint32(ptr) < hdrlen {
 		x.hotdrop = true
 		return false
 	}
-	ret := o.Flags&xtables.OptsLen == 0 || (o.HdrLen == uint32(hdrlen)) != (o.InvFlags&xtables.OptsInvLen != 0)
-	ptr += 2
-	hdrlen -= 2
+	ret := o.Flags&xtables.OptsLen == 0 || (o.HdrLen == hdrlen) != (o.InvFlags&xtables.OptsInvLen != 0)
 	if o.Flags&xtables.OptsOpts == 0 {
 		return ret
 	}
+	p := uint32(ptr) + 2
+	hdrlen -= 2
 	k := 0
-	for ; k < int(o.OptsNr) && hdrlen >= 1; k++ {
-		tp := w.header(ptr, 1)
-		if tp == nil {
-			x.hotdrop = true
-			return false
+	for ; k < int(o.OptsNr); k++ {
+		tp := w.header(int(p), 1)
+		if hdrlen < 1 || tp == nil {
+			break
 		}
 		if uint16(tp[0]) != o.Opts[k]>>8 {
 			return false
 		}
-		optlen := 1
+		optlen := uint32(1)
 		if tp[0] != 0 {
-			lp := w.header(ptr+1, 1)
+			lp := w.header(int(p)+1, 1)
 			if hdrlen < 2 || lp == nil {
-				x.hotdrop = true
-				return false
+				break
 			}
 			if spec := o.Opts[k] & 0xff; spec != 0xff && spec != uint16(lp[0]) {
 				return false
 			}
-			optlen = int(lp[0]) + 2
+			optlen = uint32(lp[0]) + 2
 		}
-		if ptr > n || optlen > n-ptr || hdrlen < optlen {
-			x.hotdrop = true
-			return false
+		// u32 arithmetic, as the kernel's: n-optlen may wrap.
+		if (p > n-optlen || hdrlen < optlen) && k < int(o.OptsNr)-1 {
+			break
 		}
-		ptr += optlen
+		p += optlen
 		hdrlen -= optlen
 	}
 	return k == int(o.OptsNr) && ret
 }
 
 // ipv6Header is ipv6header_mt6, whose own walk goes on past fragment
-// headers and stops at ESP.
+// headers, stops at ESP, and gives up (no match) when fewer than 2 bytes
+// are left for the next header.
 func (w *walk) ipv6Header(h *xtables.IPv6HeaderInfo, x *matchCtx) bool {
 	bits := map[uint8]uint8{nhHop: xtables.HdrHopOpts, nhRouting: xtables.HdrRouting, nhFragment: xtables.HdrFragment,
 		nhAuth: xtables.HdrAH, nhDest: xtables.HdrDstOpts}
@@ -227,6 +230,9 @@ func (w *walk) ipv6Header(h *xtables.IPv6HeaderInfo, x *matchCtx) bool {
 		if nh == nhNone {
 			temp |= xtables.HdrNone
 			break
+		}
+		if len(w.pkt.data)-ptr < 2 {
+			return false
 		}
 		if nh == nhESP {
 			temp |= xtables.HdrESP
@@ -275,7 +281,7 @@ func (w *walk) ah6(a *xtables.AH6Info, x *matchCtx) bool {
 		x.hotdrop = true
 		return false
 	}
-	hdrlen := uint32(ah[1]+2) << 2
+	hdrlen := (uint32(ah[1]) + 2) << 2
 	if len(w.pkt.data)-ptr < int(hdrlen) {
 		x.hotdrop = true
 		return false

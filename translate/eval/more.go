@@ -89,6 +89,8 @@ func (w *walk) moreMatch(m *xtables.Match, x *matchCtx) (ok, known bool) {
 		return w.spi(info.SPIs, info.InvFlags, 8, 0, x), true
 	case *xtables.TCPMSSInfo:
 		return w.tcpmss(info, x), true
+	case *xtables.SCTPInfo:
+		return w.sctp(info, x), true
 	}
 	return false, false
 }

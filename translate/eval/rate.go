@@ -19,6 +19,9 @@ type State struct {
 	ram, page uint64
 	limits    map[*xtables.Match]*limitState
 	tables    map[string]*hashTable
+	// Recent holds the namespace's recent tables; States of the two
+	// families of one namespace share one.
+	Recent *Recent
 }
 
 type limitState struct {
@@ -51,13 +54,15 @@ type hashEntry struct {
 // memory in pages of pageSize.
 func NewState(hz uint32, totalRAM, pageSize uint64) *State {
 	return &State{hz: hz, ram: totalRAM, page: pageSize,
-		limits: map[*xtables.Match]*limitState{}, tables: map[string]*hashTable{}}
+		limits: map[*xtables.Match]*limitState{}, tables: map[string]*hashTable{},
+		Recent: NewRecent(xtables.RecentDefaults, hz)}
 }
 
 // Replace is what putting t in force at jiffies does to the state, in
 // translate_table's order: every limit rule starts with a full bucket;
 // each hashlimit name finds its table, or its first rule creates it; then
-// the tables no rule names any more go. Run must be given this t.
+// the tables no rule names any more go; recent tables likewise. Run must
+// be given this t.
 func (s *State) Replace(t *xtables.Table, jiffies uint64) error {
 	limits := map[*xtables.Match]*limitState{}
 	users := map[string][]*xtables.HashlimitInfo{}
@@ -102,6 +107,9 @@ func (s *State) Replace(t *xtables.Table, jiffies uint64) error {
 		}
 	}
 	s.limits = limits
+	if s.Recent != nil {
+		s.Recent.replace(t)
+	}
 	return nil
 }
 
@@ -127,9 +135,10 @@ func (s *State) Entries(name string) int {
 	return len(ht.entries)
 }
 
-var errNoState = errors.New("a limit or hashlimit rule needs Options.State, put in force by State.Replace with this table")
+var errNoState = errors.New("a limit, hashlimit or recent rule needs Options.State, put in force by State.Replace with this table")
 
-// rateMatch runs limit and hashlimit; known is false for other matches.
+// rateMatch runs limit, hashlimit and recent; known is false for other
+// matches.
 func (w *walk) rateMatch(m *xtables.Match, x *matchCtx) (ok, known bool, err error) {
 	switch info := m.Info.(type) {
 	case *xtables.LimitInfo:
@@ -142,6 +151,9 @@ func (w *walk) rateMatch(m *xtables.Match, x *matchCtx) (ok, known bool, err err
 			return false, true, errNoState
 		}
 		return w.hashlimit(info, x), true, nil
+	case *xtables.RecentInfo:
+		ok, err := w.recent(info)
+		return ok, true, err
 	}
 	return false, false, nil
 }

@@ -276,3 +276,10 @@ func Hashlimit(rev uint8, name string, c xtables.HashlimitCfg) xtables.Match {
 	copy(h.Name, name)
 	return xtables.Match{Name: "hashlimit", Revision: rev, Info: h}
 }
+
+// Recent is -m recent naming list name; r gives the revision, flags and
+// the rest.
+func Recent(name string, r xtables.RecentInfo) xtables.Match {
+	copy(r.Name[:], name)
+	return xtables.Match{Name: "recent", Revision: r.Revision, Info: &r}
+}

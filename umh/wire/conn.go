@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -207,6 +208,32 @@ func Release(socketPath string) (string, error) {
 	}
 	if rep.Err != 0 {
 		return "", fmt.Errorf("xtbpfd release: %w", syscall.Errno(rep.Err))
+	}
+	return string(rep.Payload), nil
+}
+
+// RecentRequest is the payload of OpRecent: the list, and what to write
+// to it ("" reads it); Family limits a read to one family's entries (0:
+// both).
+type RecentRequest struct {
+	Name   string `json:"name"`
+	Write  string `json:"write,omitempty"`
+	Family int    `json:"family,omitempty"`
+}
+
+// Recent sends req about a recent list of the calling thread's namespace
+// and returns the list as /proc/net/xt_recent/NAME shows it (for a read).
+func Recent(socketPath string, req RecentRequest) (string, error) {
+	b, err := json.Marshal(req)
+	if err != nil {
+		return "", err
+	}
+	rep, err := Call(socketPath, &Request{Op: OpRecent, Payload: b, Optlen: uint32(len(b))})
+	if err != nil {
+		return "", err
+	}
+	if rep.Err != 0 {
+		return "", fmt.Errorf("xtbpfd: %w", syscall.Errno(rep.Err))
 	}
 	return string(rep.Payload), nil
 }

@@ -34,6 +34,9 @@ const (
 	// OpRelease hands the caller's namespace's tables back to the
 	// kernel; only `xtbpf release` sends it, never the shim.
 	OpRelease = 4
+	// OpRecent reads or edits a recent list of the caller's namespace,
+	// as /proc/net/xt_recent/NAME would; only `xtbpf recent` sends it.
+	OpRecent = 5
 )
 
 // Reply statuses.
@@ -91,7 +94,7 @@ func parseRequestHeader(b []byte, r *Request) (uint32, error) {
 		return 0, err
 	}
 	r.Op = native.Uint16(b[6:])
-	if r.Op < OpGetsockopt || r.Op > OpRelease {
+	if r.Op < OpGetsockopt || r.Op > OpRecent {
 		return 0, fmt.Errorf("%w: op %d", ErrProtocol, r.Op)
 	}
 	r.Level = int32(native.Uint32(b[8:]))
