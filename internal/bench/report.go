@@ -352,6 +352,7 @@ func (r *Results) WriteMarkdown(w io.Writer, plot string) {
 		}
 		fmt.Fprintln(w)
 	}
+	fmt.Fprintf(w, "Where the time of one replace goes, stage by stage: [update-costs.md](update-costs.md).\n")
 }
 
 func (r *Results) writeMethod(w io.Writer) {
