@@ -135,7 +135,7 @@ func (e *encoded) rule(dst *classifierXtRule, r *translate.PlanRule, env *rateEn
 			rec.Ext = uint32(len(e.rates))
 			e.rates = append(e.rates, env.rateOf(&m))
 		case translate.MatchRecent:
-			encodeRecent(&rec, &m.Recent, env.lists[m.Recent.NameString()], env.hz)
+			encodeRecent(&rec, m.Recent, env.lists[m.Recent.NameString()], env.hz)
 		}
 		e.matches = append(e.matches, rec)
 	}
@@ -206,7 +206,7 @@ func encodeExt(m *translate.Match) (classifierXtExt, bool) {
 	var x classifierXtExt
 	switch m.Kind {
 	case translate.MatchConntrack:
-		c := &m.Conntrack
+		c := m.Conntrack
 		for i, a := range []*[16]byte{&c.OrigSrc, &c.OrigSrcMask, &c.OrigDst, &c.OrigDstMask,
 			&c.ReplSrc, &c.ReplSrcMask, &c.ReplDst, &c.ReplDstMask} {
 			words32(&x.Addr[i], a)
@@ -237,7 +237,7 @@ func encodeExt(m *translate.Match) (classifierXtExt, bool) {
 		x.Addr[0] = [4]uint32{o.UIDMin, o.UIDMax, o.GIDMin, o.GIDMax}
 		x.Flags, x.Invert = o.Match, o.Invert
 	case translate.MatchRt:
-		r := &m.Rt
+		r := m.Rt
 		for i := range r.Addrs {
 			words32(&x.Addr[i], &r.Addrs[i])
 		}
@@ -254,7 +254,7 @@ func encodeExt(m *translate.Match) (classifierXtExt, bool) {
 		x.Val[0], x.Val[1], x.Val[2] = a.SPIs[0], a.SPIs[1], a.HdrLen
 		x.Flags, x.Invert = a.HdrRes, a.InvFlags
 	case translate.MatchSCTP:
-		encodeSCTP(&x, &m.SCTP)
+		encodeSCTP(&x, m.SCTP)
 	default:
 		return x, false
 	}

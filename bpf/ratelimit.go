@@ -69,7 +69,7 @@ func hashlimitUses(p *translate.Plan) (names []string, uses map[string][]*xtable
 			if uses[name] == nil {
 				names = append(names, name)
 			}
-			uses[name] = append(uses[name], &m.Hashlimit)
+			uses[name] = append(uses[name], m.Hashlimit)
 		}
 	}
 	return names, uses
@@ -303,7 +303,7 @@ func (env *rateEnv) rateOf(m *translate.Match) classifierXtRate {
 		return classifierXtRate{Prev: env.jiffies, Credit: credit, CreditCap: creditCap, Cost: cost,
 			Cpj: uint64(xtables.LimitCreditsPerJiffy(hz))}
 	}
-	h := &m.Hashlimit
+	h := m.Hashlimit
 	ht := env.tables[h.NameString()]
 	c := &ht.cfg
 	r := classifierXtRate{Slot: ht.slot, Cpj: xtables.HashlimitCreditsPerJiffy(h.Revision, hz), Mode: c.Mode,

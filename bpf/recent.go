@@ -140,7 +140,7 @@ func (t *Table) resolveRecent(p *translate.Plan) (*recentPlan, error) {
 	for i := range p.Rules {
 		for k := range p.Rules[i].Matches {
 			if m := &p.Rules[i].Matches[k]; m.Kind == translate.MatchRecent {
-				rules = append(rules, &m.Recent)
+				rules = append(rules, m.Recent)
 			}
 		}
 	}

@@ -90,7 +90,7 @@ func TestIndexFilesRules(t *testing.T) {
 	rules = append(rules, udpRule(53), udpRule(53), udpRule(123)) // 23-25
 	// 26: a match with side effects (recent --set adds the source to its
 	// list) before the port: the rule must run for every UDP packet.
-	rules = append(rules, udpRule(99, Match{Kind: MatchRecent, Recent: xtables.RecentInfo{CheckSet: xtables.RecentSet}}))
+	rules = append(rules, udpRule(99, Match{Kind: MatchRecent, Recent: &xtables.RecentInfo{CheckSet: xtables.RecentSet}}))
 	plan, err := Compile(chainIR(rules))
 	if err != nil {
 		t.Fatal(err)

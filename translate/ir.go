@@ -109,35 +109,35 @@ const (
 // Match is one match extension with its decoded payload.
 type Match struct {
 	Kind      MatchKind
-	TCP       xtables.TCPInfo       // MatchTCP
-	UDP       xtables.UDPInfo       // MatchUDP
-	ICMP      xtables.ICMPInfo      // MatchICMP
-	State     uint32                // MatchState: xt_conntrack state bits to accept
-	Conntrack xtables.ConntrackInfo // MatchConntrack
-	Multiport xtables.MultiportInfo // MatchMultiport
-	IPRange   xtables.IPRangeInfo   // MatchIPRange
-	Mark      xtables.MarkInfo      // MatchMark
-	PktType   xtables.PktTypeInfo   // MatchPktType
-	Length    xtables.LengthInfo    // MatchLength
-	TTL       xtables.TTLInfo       // MatchTTL
+	TCP       xtables.TCPInfo        // MatchTCP
+	UDP       xtables.UDPInfo        // MatchUDP
+	ICMP      xtables.ICMPInfo       // MatchICMP
+	State     uint32                 // MatchState: xt_conntrack state bits to accept
+	Conntrack *xtables.ConntrackInfo // MatchConntrack
+	Multiport xtables.MultiportInfo  // MatchMultiport
+	IPRange   xtables.IPRangeInfo    // MatchIPRange
+	Mark      xtables.MarkInfo       // MatchMark
+	PktType   xtables.PktTypeInfo    // MatchPktType
+	Length    xtables.LengthInfo     // MatchLength
+	TTL       xtables.TTLInfo        // MatchTTL
 	// MatchTOS: (byte & Mask) == Value, inverted by Invert.
 	TOS xtables.TOSInfo
 	ECN xtables.ECNInfo // MatchECN
 
-	Limit     xtables.LimitInfo     // MatchLimit
-	Hashlimit xtables.HashlimitInfo // MatchHashlimit
-	AddrType  AddrTypeMatch         // MatchAddrType
-	Owner     xtables.OwnerInfo     // MatchOwner
-	MAC       MACMatch              // MatchMAC
-	Rt        xtables.RtInfo        // MatchRt
-	Frag      xtables.FragInfo      // MatchFrag
-	Opts      OptsMatch             // MatchOpts
+	Limit     xtables.LimitInfo      // MatchLimit
+	Hashlimit *xtables.HashlimitInfo // MatchHashlimit
+	AddrType  AddrTypeMatch          // MatchAddrType
+	Owner     xtables.OwnerInfo      // MatchOwner
+	MAC       MACMatch               // MatchMAC
+	Rt        *xtables.RtInfo        // MatchRt
+	Frag      xtables.FragInfo       // MatchFrag
+	Opts      OptsMatch              // MatchOpts
 	IPv6Hdr   xtables.IPv6HeaderInfo
-	AH6       xtables.AH6Info    // MatchAH6
-	SPI       SPIMatch           // MatchSPI
-	TCPMSS    xtables.TCPMSSInfo // MatchTCPMSS
-	SCTP      xtables.SCTPInfo   // MatchSCTP
-	Recent    xtables.RecentInfo // MatchRecent
+	AH6       xtables.AH6Info     // MatchAH6
+	SPI       SPIMatch            // MatchSPI
+	TCPMSS    xtables.TCPMSSInfo  // MatchTCPMSS
+	SCTP      *xtables.SCTPInfo   // MatchSCTP
+	Recent    *xtables.RecentInfo // MatchRecent
 }
 
 // OptsMatch is hbh or dst: the same options match on the hop-by-hop or

@@ -315,7 +315,7 @@ func liftMatch(f xtables.Family, m *xtables.Match) (Match, error) {
 		return liftMAC(info), okOrUndecoded(ok)
 	case m.Name == "recent":
 		info, ok := infoOf[xtables.RecentInfo](m.Info)
-		return Match{Kind: MatchRecent, Recent: info}, okOrUndecoded(ok)
+		return Match{Kind: MatchRecent, Recent: &info}, okOrUndecoded(ok)
 	}
 	return liftHdr(f, m)
 }
@@ -332,7 +332,7 @@ func liftHdr(f xtables.Family, m *xtables.Match) (Match, error) {
 	switch {
 	case m.Name == "rt" && v6:
 		info, ok := infoOf[xtables.RtInfo](m.Info)
-		return Match{Kind: MatchRt, Rt: info}, okOrUndecoded(ok)
+		return Match{Kind: MatchRt, Rt: &info}, okOrUndecoded(ok)
 	case m.Name == "frag" && v6:
 		info, ok := infoOf[xtables.FragInfo](m.Info)
 		return Match{Kind: MatchFrag, Frag: info}, okOrUndecoded(ok)
@@ -362,7 +362,7 @@ func liftHdr(f xtables.Family, m *xtables.Match) (Match, error) {
 		return Match{Kind: MatchTCPMSS, TCPMSS: info}, okOrUndecoded(ok)
 	case m.Name == "sctp":
 		info, ok := infoOf[xtables.SCTPInfo](m.Info)
-		return Match{Kind: MatchSCTP, SCTP: info}, okOrUndecoded(ok)
+		return Match{Kind: MatchSCTP, SCTP: &info}, okOrUndecoded(ok)
 	}
 	return Match{}, fmt.Errorf("not translated")
 }
@@ -428,7 +428,7 @@ func liftConntrack(f xtables.Family, c xtables.ConntrackInfo) Match {
 			clear(a[4:])
 		}
 	}
-	return Match{Kind: MatchConntrack, Conntrack: c}
+	return Match{Kind: MatchConntrack, Conntrack: &c}
 }
 
 // infoOf accepts a decoded payload by value or by pointer.

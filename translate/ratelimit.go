@@ -20,7 +20,7 @@ func liftRate(m *xtables.Match) (Match, error) {
 		return Match{Kind: MatchLimit, Limit: info}, okOrUndecoded(ok)
 	}
 	info, ok := infoOf[xtables.HashlimitInfo](m.Info)
-	return Match{Kind: MatchHashlimit, Hashlimit: info}, okOrUndecoded(ok)
+	return Match{Kind: MatchHashlimit, Hashlimit: &info}, okOrUndecoded(ok)
 }
 
 // LimitBucket is the token bucket limit_mt_check sets up for a rule: full
