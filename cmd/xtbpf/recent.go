@@ -5,9 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
 
-	"xtbpf/internal/netns"
 	"xtbpf/umh/wire"
 	"xtbpf/xtables"
 )
@@ -59,8 +57,6 @@ flags:`)
 		fam = int(xtables.IPv6)
 	}
 	call := func() error {
-		// The daemon acts on the namespace of the socket wire.Call makes,
-		// which is the calling thread's.
 		for _, c := range cmds {
 			if _, err := wire.Recent(*socket, wire.RecentRequest{Name: list, Write: c}); err != nil {
 				return fmt.Errorf("%s %q: %w", list, c, err)
@@ -76,13 +72,5 @@ flags:`)
 		_, err = os.Stdout.WriteString(out)
 		return err
 	}
-	if *name == "" {
-		return call()
-	}
-	nsf, err := os.Open(filepath.Join("/run/netns", *name))
-	if err != nil {
-		return fmt.Errorf("namespace %s: %w", *name, err)
-	}
-	defer nsf.Close()
-	return netns.Do(nsf, call)
+	return inNetns(*name, call)
 }

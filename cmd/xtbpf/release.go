@@ -3,10 +3,7 @@ package main
 import (
 	"flag"
 	"fmt"
-	"os"
-	"path/filepath"
 
-	"xtbpf/internal/netns"
 	"xtbpf/umh/wire"
 )
 
@@ -22,8 +19,6 @@ func release(args []string) error {
 		return exitCode(2)
 	}
 	call := func() error {
-		// The daemon acts on the namespace of the socket wire.Call makes,
-		// which is the calling thread's.
 		released, err := wire.Release(*socket)
 		if err != nil {
 			return err
@@ -35,13 +30,5 @@ func release(args []string) error {
 		fmt.Printf("released to the kernel's xtables: %s\n", released)
 		return nil
 	}
-	if *name == "" {
-		return call()
-	}
-	nsf, err := os.Open(filepath.Join("/run/netns", *name))
-	if err != nil {
-		return fmt.Errorf("namespace %s: %w", *name, err)
-	}
-	defer nsf.Close()
-	return netns.Do(nsf, call)
+	return inNetns(*name, call)
 }

@@ -24,8 +24,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"xtbpf/tests/internal/harness"
 	"xtbpf/tests/internal/nstest"
 	"xtbpf/xtables"
@@ -105,29 +103,6 @@ func (tw *twin) load(t *testing.T, f xtables.Family, rules string) {
 func (tw *twin) empty(t *testing.T, f xtables.Family) {
 	t.Helper()
 	tw.load(t, f, "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n")
-}
-
-// send reports whether OUTPUT let pkt through the raw socket s.
-func send(t *testing.T, s *os.File, f xtables.Family, pkt []byte) bool {
-	t.Helper()
-	var sa unix.Sockaddr
-	if f == xtables.IPv6 {
-		a := &unix.SockaddrInet6{}
-		copy(a.Addr[:], pkt[24:40])
-		sa = a
-	} else {
-		a := &unix.SockaddrInet4{}
-		copy(a.Addr[:], pkt[16:20])
-		sa = a
-	}
-	err := unix.Sendto(int(s.Fd()), pkt, 0, sa)
-	if err == unix.EPERM {
-		return false
-	}
-	if err != nil {
-		t.Fatalf("send: %v", err)
-	}
-	return true
 }
 
 // jiffies reads the kernel's jiffies counter.
@@ -219,7 +194,7 @@ func (tw *twin) burst(t *testing.T, f xtables.Family, pkts [][]byte, o *outcome)
 	var b outcome
 	j := tick(t)
 	for _, p := range pkts {
-		b.add(send(t, tw.ks[f], f, p), send(t, tw.xs[f], f, p))
+		b.add(nstest.SendRaw(t, tw.ks[f], p), nstest.SendRaw(t, tw.xs[f], p))
 	}
 	if jiffies(t) != j {
 		return false
@@ -238,7 +213,7 @@ func (tw *twin) paced(t *testing.T, f xtables.Family, pkts [][]byte, every uint6
 			time.Sleep(time.Second / time.Duration(hz))
 		}
 		j := tick(t)
-		k, x := send(t, tw.ks[f], f, p), send(t, tw.xs[f], f, p)
+		k, x := nstest.SendRaw(t, tw.ks[f], p), nstest.SendRaw(t, tw.xs[f], p)
 		if jiffies(t) != j {
 			return false
 		}
@@ -410,7 +385,7 @@ func TestHashlimitExpiryAgainstKernel(t *testing.T) {
 	tw.load(t, f, output("-m hashlimit --hashlimit-upto 10/sec --hashlimit-mode srcip --hashlimit-name exp --hashlimit-htable-size 1 --hashlimit-htable-max 2 --hashlimit-htable-expire 200 --hashlimit-htable-gcinterval 100", "ACCEPT", "DROP"))
 	a, b, c := udp(f, "10.9.1.1", 1, 53, 64), udp(f, "10.9.1.2", 1, 53, 64), udp(f, "10.9.1.3", 1, 53, 64)
 	for _, side := range []*os.File{tw.ks[f], tw.xs[f]} {
-		if !send(t, side, f, a) || !send(t, side, f, b) || send(t, side, f, c) {
+		if !nstest.SendRaw(t, side, a) || !nstest.SendRaw(t, side, b) || nstest.SendRaw(t, side, c) {
 			t.Fatal("two sources should fill the table and the third find no room")
 		}
 	}
@@ -419,7 +394,7 @@ func TestHashlimitExpiryAgainstKernel(t *testing.T) {
 		name string
 		s    *os.File
 	}{{"kernel", tw.ks[f]}, {"xtbpf", tw.xs[f]}} {
-		for !send(t, side.s, f, c) {
+		for !nstest.SendRaw(t, side.s, c) {
 			if time.Since(start) > 10*time.Second {
 				t.Fatalf("%s: no room for a third source 10 s after the others went quiet", side.name)
 			}
@@ -452,7 +427,7 @@ func TestHashlimitSurvivesRestart(t *testing.T) {
 	sent := func(pkt []byte, n int) int {
 		got := 0
 		for range n {
-			if send(t, s, f, pkt) {
+			if nstest.SendRaw(t, s, pkt) {
 				got++
 			}
 		}

@@ -19,8 +19,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"xtbpf/tests/internal/harness"
 	"xtbpf/tests/internal/nstest"
 	"xtbpf/xtables"
@@ -148,29 +146,6 @@ func udp(f xtables.Family, src, dst string, dport uint16, ttl byte) []byte {
 	return b
 }
 
-// sent reports whether OUTPUT let pkt through the raw socket s.
-func sent(t *testing.T, s *os.File, f xtables.Family, pkt []byte) bool {
-	t.Helper()
-	var sa unix.Sockaddr
-	if f == xtables.IPv6 {
-		a := &unix.SockaddrInet6{}
-		copy(a.Addr[:], pkt[24:40])
-		sa = a
-	} else {
-		a := &unix.SockaddrInet4{}
-		copy(a.Addr[:], pkt[16:20])
-		sa = a
-	}
-	err := unix.Sendto(int(s.Fd()), pkt, 0, sa)
-	if err == unix.EPERM {
-		return false
-	}
-	if err != nil {
-		t.Fatalf("send: %v", err)
-	}
-	return true
-}
-
 // pk is one packet of a sequence: source host, destination (index into
 // dsts), port, TTL (0: 64).
 type pk struct {
@@ -197,8 +172,8 @@ func (tw *twin) send(t *testing.T, f xtables.Family, seq ...pk) {
 		}
 		b := udp(f, srcAddr(f, p.src), dsts[f][p.dst], p.port, ttl)
 		label := fmt.Sprintf("%s>%s:%d/%d", srcAddr(f, p.src), dsts[f][p.dst], p.port, ttl)
-		tw.kv = append(tw.kv, fmt.Sprintf("%s %v", label, sent(t, tw.ks[f], f, b)))
-		tw.xv = append(tw.xv, fmt.Sprintf("%s %v", label, sent(t, tw.xs[f], f, b)))
+		tw.kv = append(tw.kv, fmt.Sprintf("%s %v", label, nstest.SendRaw(t, tw.ks[f], b)))
+		tw.xv = append(tw.xv, fmt.Sprintf("%s %v", label, nstest.SendRaw(t, tw.xs[f], b)))
 	}
 	if !slices.Equal(tw.kv, tw.xv) {
 		for i := range tw.kv {

@@ -32,3 +32,28 @@ func (n *NS) RawSocket(t testing.TB, family int) *os.File {
 	t.Cleanup(func() { f.Close() })
 	return f
 }
+
+// SendRaw sends pkt, a whole IPv4 or IPv6 packet, through raw socket s
+// (see RawSocket) and reports whether OUTPUT let it through: a drop
+// there is the EPERM of the send.
+func SendRaw(t testing.TB, s *os.File, pkt []byte) bool {
+	t.Helper()
+	var sa unix.Sockaddr
+	if pkt[0]>>4 == 6 {
+		a := &unix.SockaddrInet6{}
+		copy(a.Addr[:], pkt[24:40])
+		sa = a
+	} else {
+		a := &unix.SockaddrInet4{}
+		copy(a.Addr[:], pkt[16:20])
+		sa = a
+	}
+	err := unix.Sendto(int(s.Fd()), pkt, 0, sa)
+	if err == unix.EPERM {
+		return false
+	}
+	if err != nil {
+		t.Fatalf("send: %v", err)
+	}
+	return true
+}
