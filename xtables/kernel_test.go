@@ -1,6 +1,7 @@
 package xtables
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -173,4 +174,40 @@ func (ns *scratchNS) replace(f Family, blob []byte) error {
 	err := setsockopt(fd, level, SoSetReplace, b)
 	runtime.KeepAlive(counters)
 	return err
+}
+
+// sameAsKernel loads a one-rule filter table with match m into the
+// kernel and through DecodeReplace and Validate: the errno must agree,
+// and for a table the kernel takes, GET_ENTRIES must be byte for byte
+// what EncodeUserEntries makes of the validated table. It reports
+// whether the kernel took it.
+func (ns *scratchNS) sameAsKernel(t *testing.T, f Family, name string, m Match) bool {
+	t.Helper()
+	info, _, err := ns.info(f, "filter")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := ruleTable(f, m)
+	r.NumCounters = info.NumEntries
+	blob := r.Encode()
+	kernel := errnoOf(ns.replace(f, blob))
+	ours, err := DecodeReplace(f, blob)
+	if err == nil {
+		err = Validate(ours)
+	}
+	if errnoOf(err) != kernel {
+		t.Errorf("family %d %s: kernel %s, ours %v", f, name, errName(kernel), err)
+		return false
+	}
+	if kernel != 0 {
+		return false
+	}
+	got, err := ns.entries(f, "filter", ours.Size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := EncodeUserEntries(f, ours.Entries); !bytes.Equal(got, want) {
+		t.Errorf("family %d %s: GET_ENTRIES\nkernel %x\nours   %x", f, name, got, want)
+	}
+	return true
 }
