@@ -51,30 +51,12 @@ func newTwin(t *testing.T) *twin {
 	tw := &twin{d: nstest.StartDaemon(t, "strict"), k: nstest.New(t, "xrl-k"), x: nstest.New(t, "xrl-x"),
 		ks: map[xtables.Family]*os.File{}, xs: map[xtables.Family]*os.File{}}
 	for _, ns := range []*nstest.NS{tw.k, tw.x} {
-		sink(t, ns)
+		ns.Sink(t, []string{"10.9.0.1/24", "fd00:9::1/64"}, []string{dst4, dst6})
 	}
 	for _, f := range []xtables.Family{xtables.IPv4, xtables.IPv6} {
 		tw.ks[f], tw.xs[f] = tw.k.RawSocket(t, int(f)), tw.x.RawSocket(t, int(f))
 	}
 	return tw
-}
-
-// sink sets up the device the test's packets leave by.
-func sink(t *testing.T, ns *nstest.NS) {
-	t.Helper()
-	for _, c := range [][]string{
-		{"link", "add", "d0", "type", "veth", "peer", "name", "d1"},
-		{"link", "set", "d0", "addrgenmode", "none"},
-		{"link", "set", "d0", "up"},
-		{"addr", "add", "10.9.0.1/24", "dev", "d0"},
-		{"addr", "add", "fd00:9::1/64", "dev", "d0", "nodad"},
-		{"neigh", "add", dst4, "lladdr", "02:00:00:00:09:02", "dev", "d0", "nud", "permanent"},
-		{"neigh", "add", dst6, "lladdr", "02:00:00:00:09:02", "dev", "d0", "nud", "permanent"},
-	} {
-		if r := ns.Run(t, "", append([]string{"ip"}, c...)...); r.Code != 0 {
-			t.Fatalf("ip %v in %s: %s", c, ns.Name, r.Stderr)
-		}
-	}
 }
 
 func restoreTool(f xtables.Family) string {
@@ -414,7 +396,7 @@ func TestHashlimitExpiryAgainstKernel(t *testing.T) {
 func TestHashlimitSurvivesRestart(t *testing.T) {
 	p := nstest.StartProc(t, "strict")
 	ns := nstest.New(t, "xrl-r")
-	sink(t, ns)
+	ns.Sink(t, []string{"10.9.0.1/24", "fd00:9::1/64"}, []string{dst4, dst6})
 	f := xtables.IPv4
 	s := ns.RawSocket(t, int(f))
 	rules := func(burst int) string {

@@ -46,23 +46,7 @@ func newTwin(t *testing.T) *twin {
 		ks: map[xtables.Family]*os.File{}, xs: map[xtables.Family]*os.File{},
 		xtbpf: filepath.Join(nstest.RepoRoot(t), "bin", "xtbpf")}
 	for _, ns := range []*nstest.NS{tw.k, tw.x} {
-		cmds := [][]string{
-			{"link", "add", "d0", "type", "veth", "peer", "name", "d1"},
-			{"link", "set", "d0", "addrgenmode", "none"},
-			{"link", "set", "d0", "up"},
-			{"addr", "add", "10.9.0.1/16", "dev", "d0"},
-			{"addr", "add", "fd00:9::1/48", "dev", "d0", "nodad"},
-		}
-		for _, f := range []xtables.Family{xtables.IPv4, xtables.IPv6} {
-			for i, d := range dsts[f] {
-				cmds = append(cmds, []string{"neigh", "add", d, "lladdr", fmt.Sprintf("02:00:00:00:09:%02x", i+2), "dev", "d0", "nud", "permanent"})
-			}
-		}
-		for _, c := range cmds {
-			if r := ns.Run(t, "", append([]string{"ip"}, c...)...); r.Code != 0 {
-				t.Fatalf("ip %v in %s: %s", c, ns.Name, r.Stderr)
-			}
-		}
+		ns.Sink(t, []string{"10.9.0.1/16", "fd00:9::1/48"}, append(slices.Clone(dsts[xtables.IPv4]), dsts[xtables.IPv6]...))
 	}
 	for _, f := range []xtables.Family{xtables.IPv4, xtables.IPv6} {
 		tw.ks[f], tw.xs[f] = tw.k.RawSocket(t, int(f)), tw.x.RawSocket(t, int(f))

@@ -1,6 +1,7 @@
 package nstest
 
 import (
+	"fmt"
 	"os"
 	"testing"
 
@@ -56,4 +57,28 @@ func SendRaw(t testing.TB, s *os.File, pkt []byte) bool {
 		t.Fatalf("send: %v", err)
 	}
 	return true
+}
+
+// Sink gives n a device d0 that swallows what the OUTPUT chain lets
+// through: one end of a veth pair whose other end stays down, with the
+// addresses addrs (CIDR) and a permanent neighbour for each of neigh, so
+// that nothing but a test's own packets crosses the hooks.
+func (n *NS) Sink(t testing.TB, addrs, neigh []string) {
+	t.Helper()
+	cmds := [][]string{
+		{"link", "add", "d0", "type", "veth", "peer", "name", "d1"},
+		{"link", "set", "d0", "addrgenmode", "none"},
+		{"link", "set", "d0", "up"},
+	}
+	for _, a := range addrs {
+		cmds = append(cmds, []string{"addr", "add", a, "dev", "d0", "nodad"})
+	}
+	for i, a := range neigh {
+		cmds = append(cmds, []string{"neigh", "add", a, "lladdr", fmt.Sprintf("02:00:00:00:09:%02x", i+2), "dev", "d0", "nud", "permanent"})
+	}
+	for _, c := range cmds {
+		if r := n.Run(t, "", append([]string{"ip"}, c...)...); r.Code != 0 {
+			t.Fatalf("ip %v in %s: %s", c, n.Name, r.Stderr)
+		}
+	}
 }
