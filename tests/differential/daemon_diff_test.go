@@ -23,17 +23,20 @@ func saveCmd(f xtables.Family) string {
 // topologies, one filtered by the kernel's xtables and one by xtbpfd in
 // strict mode (so nothing may silently fall back to the kernel), sends the
 // same packets through both and compares `iptables-legacy-save -c`, rule
-// counters and byte counts included.
+// counters and byte counts included. The rulesets hold limit, hashlimit
+// and recent rules whose outcome packet order decides (AddStateful).
 func TestDaemonVsKernel(t *testing.T) {
 	nstest.RequireRoot(t)
 	d := nstest.StartDaemon(t, "strict")
 	base := seed(t)
 	kern, bpf := newTopo(t), newTopo(t)
+	defer onOneCPU(t)()
 	n, perSet := scale(t, 20), 200
 	for i := 0; i < n; i++ {
 		s := base + int64(i)
 		f := familyOf(s)
 		rs := GenRuleset(rand.New(rand.NewSource(s)), f)
+		rs.AddStateful(rand.New(rand.NewSource(s^stateSeed)), stateTag(s))
 		tbl := kern.load(t, s, rs)
 		if r := d.Run(t, bpf.target, rs.Restore(), restoreCmd(f)); r.Code != 0 {
 			t.Fatalf("seed %d: %s under xtbpf (strict) failed: %s\n%s", s, restoreCmd(f), r.Stderr, rs.Restore())

@@ -68,12 +68,14 @@ func TestKernelVsEval(t *testing.T) {
 	nstest.RequireRoot(t)
 	base := seed(t)
 	tp := newTopo(t)
+	defer onOneCPU(t)()
 	n, perSet := scale(t, 40), 300
 	agree, hits, drops := 0, 0, 0
 	for i := 0; i < n; i++ {
 		s := base + int64(i)
 		f := familyOf(s)
 		rs := GenRuleset(rand.New(rand.NewSource(s)), f)
+		rs.AddStateful(rand.New(rand.NewSource(s^stateSeed)), stateTag(s))
 		tbl := tp.load(t, s, rs)
 		pkts := tp.genSent(t, s, rs, tbl, perSet)
 		for _, p := range pkts {
@@ -109,6 +111,7 @@ func (tp *topo) load(t *testing.T, s int64, rs *Ruleset) *xtables.Table {
 func (tp *topo) genSent(t *testing.T, s int64, rs *Ruleset, tbl *xtables.Table, n int) []sent {
 	t.Helper()
 	rng := rand.New(rand.NewSource(s ^ 0x5eed))
+	st := orderState(t, tbl)
 	out := make([]sent, 0, n)
 	for len(out) < n {
 		p := rs.GenPacket(rng)
@@ -118,7 +121,9 @@ func (tp *topo) genSent(t *testing.T, s int64, rs *Ruleset, tbl *xtables.Table, 
 		if !ok {
 			continue
 		}
-		res, err := eval.RunWith(tbl, r.hook, seen, r.in, r.out, tp.opts(r))
+		o := tp.opts(r)
+		o.State = st
+		res, err := eval.RunWith(tbl, r.hook, seen, r.in, r.out, o)
 		if err != nil {
 			t.Fatalf("seed %d: eval: %v\npacket %x\n%s", s, err, b, rs.Restore())
 		}
