@@ -184,7 +184,7 @@ func encodeMatch(m *translate.Match) classifierXtMatch {
 		out.Arg = [2]uint32{binary.NativeEndian.Uint32(b[:4]), binary.NativeEndian.Uint32(b[4:])}
 		out.Inv = m.MAC.Mode
 	case translate.MatchFrag:
-		f := &m.Frag
+		f := m.Frag
 		out.Arg, out.Option, out.Inv = f.IDs, f.Flags, f.InvFlags
 	case translate.MatchOpts:
 		out.Type = m.Opts.Header
@@ -218,14 +218,14 @@ func encodeExt(m *translate.Match) (classifierXtExt, bool) {
 		x.MatchFlags, x.InvertFlags = c.MatchFlags, c.InvertFlags
 		x.StateMask, x.StatusMask, x.L4proto = c.StateMask, c.StatusMask, c.L4Proto
 	case translate.MatchMultiport:
-		mp := &m.Multiport
+		mp := m.Multiport
 		for _, r := range translate.MultiportRanges(mp) {
 			x.Lo[x.Count], x.Hi[x.Count] = r[0], r[1]
 			x.Count++
 		}
 		x.Flags, x.Invert = mp.Flags, mp.Invert
 	case translate.MatchIPRange:
-		r := &m.IPRange
+		r := m.IPRange
 		for i, a := range []*[16]byte{&r.SrcMin, &r.SrcMax, &r.DstMin, &r.DstMax} {
 			for w := range x.Addr[i] {
 				x.Addr[i][w] = binary.BigEndian.Uint32(a[4*w:])
@@ -233,7 +233,7 @@ func encodeExt(m *translate.Match) (classifierXtExt, bool) {
 		}
 		x.Flags = r.Flags
 	case translate.MatchOwner:
-		o := &m.Owner
+		o := m.Owner
 		x.Addr[0] = [4]uint32{o.UIDMin, o.UIDMax, o.GIDMin, o.GIDMax}
 		x.Flags, x.Invert = o.Match, o.Invert
 	case translate.MatchRt:
@@ -250,7 +250,7 @@ func encodeExt(m *translate.Match) (classifierXtExt, bool) {
 		x.Val[0] = o.HdrLen
 		x.Flags, x.Invert, x.Count = o.Flags, o.InvFlags, o.OptsNr
 	case translate.MatchAH6:
-		a := &m.AH6
+		a := m.AH6
 		x.Val[0], x.Val[1], x.Val[2] = a.SPIs[0], a.SPIs[1], a.HdrLen
 		x.Flags, x.Invert = a.HdrRes, a.InvFlags
 	case translate.MatchSCTP:

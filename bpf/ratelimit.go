@@ -299,7 +299,7 @@ type rateEnv struct {
 func (env *rateEnv) rateOf(m *translate.Match) classifierXtRate {
 	hz := env.hz
 	if m.Kind == translate.MatchLimit {
-		credit, creditCap, cost := translate.LimitBucket(&m.Limit, hz)
+		credit, creditCap, cost := translate.LimitBucket(m.Limit, hz)
 		return classifierXtRate{Prev: env.jiffies, Credit: credit, CreditCap: creditCap, Cost: cost,
 			Cpj: uint64(xtables.LimitCreditsPerJiffy(hz))}
 	}

@@ -90,12 +90,42 @@ type Index struct {
 	Values   map[ValueKey]Span
 }
 
-// keyset is what one rule requires of a field: anything, or its prefix
-// or its values.
-type keyset struct {
+// fieldKeys is what one rule requires of a field: anything, or its
+// prefix or its values.
+type fieldKeys struct {
 	any    bool
 	prefix PrefixKey
 	values []uint32
+}
+
+// keyset is what one rule requires of every indexed field, packed: the
+// entry cache keeps one per rule, and an array of fieldKeys took three
+// times the room.
+type keyset struct {
+	open     uint8        // bit f: anything passes field f
+	prefixes [2]PrefixKey // FieldSrc, FieldDst
+	values   [3][]uint32  // FieldProto, FieldDport, FieldSport
+}
+
+func (k *keyset) set(fld Field, fk fieldKeys) {
+	switch {
+	case fk.any:
+		k.open |= 1 << fld
+	case fld == FieldSrc || fld == FieldDst:
+		k.prefixes[fld-FieldSrc] = fk.prefix
+	default:
+		k.values[fld-FieldProto] = fk.values
+	}
+}
+
+func (k *keyset) field(fld Field) fieldKeys {
+	switch {
+	case k.open&(1<<fld) != 0:
+		return fieldKeys{any: true}
+	case fld == FieldSrc || fld == FieldDst:
+		return fieldKeys{prefix: k.prefixes[fld-FieldSrc]}
+	}
+	return fieldKeys{values: k.values[fld-FieldProto]}
 }
 
 // buildIndex indexes every long enough chain of ir into p, taking from
@@ -175,7 +205,7 @@ func (p *Plan) addChainIndex(ci *chainIndex, rules []*Rule) {
 // indexChain files each rule under its field and lays out the lists; nil
 // when too few rules are keyed for an index to pay.
 func indexChain(f xtables.Family, rules []*Rule) *chainIndex {
-	sets := make([]*[numFields]keyset, len(rules))
+	sets := make([]*keyset, len(rules))
 	for i, r := range rules {
 		sets[i] = ruleKeys(f, r)
 	}
@@ -210,12 +240,12 @@ func indexChain(f xtables.Family, rules []*Rule) *chainIndex {
 
 // fileRules picks each rule's field: the one where the fewest rules of
 // the chain share its key, so that lists stay short.
-func fileRules(sets []*[numFields]keyset) []Field {
+func fileRules(sets []*keyset) []Field {
 	prefixes := make(map[PrefixKey]int, len(sets))
 	values := make(map[ValueKey]int, len(sets))
 	for _, s := range sets {
 		for fld := FieldSrc; fld < numFields; fld++ {
-			k := s[fld]
+			k := s.field(fld)
 			switch {
 			case k.any:
 			case fld == FieldSrc || fld == FieldDst:
@@ -231,7 +261,7 @@ func fileRules(sets []*[numFields]keyset) []Field {
 	for i, s := range sets {
 		best := -1
 		for fld := FieldSrc; fld < numFields; fld++ {
-			k := s[fld]
+			k := s.field(fld)
 			if k.any {
 				continue
 			}
@@ -253,7 +283,7 @@ func fileRules(sets []*[numFields]keyset) []Field {
 
 // addPart lays out the index of field fld for the rules at positions
 // idx, or reports that it would take more room than the budget allows.
-func (x *chainIndex) addPart(fld Field, base uint32, rules []*Rule, sets []*[numFields]keyset, idx []int) bool {
+func (x *chainIndex) addPart(fld Field, base uint32, rules []*Rule, sets []*keyset, idx []int) bool {
 	if fld == FieldSrc || fld == FieldDst {
 		lists := prefixLists(rules, sets, fld, idx)
 		if total(lists) > candBudget*len(rules) {
@@ -336,11 +366,11 @@ func total[K comparable](lists map[K][]uint32) int {
 // prefixLists gives each prefix the rules whose prefix holds it (its
 // own and shorter ones above it): the longest prefix holding a packet's
 // address then lists every rule whose address test the packet passes.
-func prefixLists(rules []*Rule, sets []*[numFields]keyset, fld Field, idx []int) map[PrefixKey][]uint32 {
+func prefixLists(rules []*Rule, sets []*keyset, fld Field, idx []int) map[PrefixKey][]uint32 {
 	own := make(map[PrefixKey][]uint32, len(idx))
 	lens := map[int]bool{}
 	for _, i := range idx {
-		k := sets[i][fld].prefix
+		k := sets[i].field(fld).prefix
 		own[k] = append(own[k], uint32(rules[i].Index))
 		lens[k.Bits] = true
 	}
@@ -358,10 +388,10 @@ func prefixLists(rules []*Rule, sets []*[numFields]keyset, fld Field, idx []int)
 	return out
 }
 
-func valueLists(rules []*Rule, sets []*[numFields]keyset, fld Field, idx []int) map[uint32][]uint32 {
+func valueLists(rules []*Rule, sets []*keyset, fld Field, idx []int) map[uint32][]uint32 {
 	out := make(map[uint32][]uint32, len(idx))
 	for _, i := range idx {
-		for _, v := range sets[i][fld].values {
+		for _, v := range sets[i].field(fld).values {
 			out[v] = append(out[v], uint32(rules[i].Index))
 		}
 	}
@@ -375,7 +405,7 @@ func valueLists(rules []*Rule, sets []*[numFields]keyset, fld Field, idx []int) 
 // anything with a side effect or a hot-drop may narrow a rule: a rule
 // left out of a list is never evaluated, and must not be one the kernel
 // would have evaluated far enough to drop the packet or spend a token.
-func keysOf(f xtables.Family, fld Field, r *Rule) keyset {
+func keysOf(f xtables.Family, fld Field, r *Rule) fieldKeys {
 	ip := &r.IP
 	switch fld {
 	case FieldSrc:
@@ -386,19 +416,19 @@ func keysOf(f xtables.Family, fld Field, r *Rule) keyset {
 		// IPv6 -p all (0) matches any protocol; IPv4 compares only a
 		// non-zero protocol.
 		if !ip.CheckProto || ip.Proto == 0 || ip.Inv&InvProto != 0 {
-			return keyset{any: true}
+			return fieldKeys{any: true}
 		}
-		return keyset{values: []uint32{uint32(ip.Proto)}}
+		return fieldKeys{values: []uint32{uint32(ip.Proto)}}
 	}
 	return portKeys(fld, r)
 }
 
-func prefixKey(f xtables.Family, addr, mask [16]byte, inv bool) keyset {
+func prefixKey(f xtables.Family, addr, mask [16]byte, inv bool) fieldKeys {
 	n, ok := prefixBits(mask, f)
 	if inv || !ok || n == 0 {
-		return keyset{any: true}
+		return fieldKeys{any: true}
 	}
-	return keyset{prefix: PrefixKey{Bits: n, Addr: masked(addr, n)}}
+	return fieldKeys{prefix: PrefixKey{Bits: n, Addr: masked(addr, n)}}
 }
 
 // prefixBits is the length of a contiguous mask; masks with holes are
@@ -448,7 +478,7 @@ var pureKinds = map[MatchKind]bool{
 
 // portKeys reads the ports of the first match that tests fld, if only
 // pure matches come before it.
-func portKeys(fld Field, r *Rule) keyset {
+func portKeys(fld Field, r *Rule) fieldKeys {
 	for i := range r.Matches {
 		m := &r.Matches[i]
 		if !pureKinds[m.Kind] {
@@ -458,7 +488,7 @@ func portKeys(fld Field, r *Rule) keyset {
 			return portSet(ranges)
 		}
 	}
-	return keyset{any: true}
+	return fieldKeys{any: true}
 }
 
 // portRanges is what m requires of the port, if it tests it without
@@ -471,7 +501,7 @@ func portRanges(fld Field, m *Match) ([][2]uint16, bool) {
 	case MatchUDP:
 		return tcpUDPRange(src, m.UDP.SrcPorts, m.UDP.DstPorts, m.UDP.InvFlags)
 	case MatchMultiport:
-		mp := &m.Multiport
+		mp := m.Multiport
 		// Flags 2 tests either port, so neither alone narrows it.
 		if mp.Invert != 0 || mp.Flags == 2 || (mp.Flags == 0) != src {
 			return nil, false
@@ -492,16 +522,16 @@ func tcpUDPRange(src bool, sp, dp [2]uint16, inv uint8) ([][2]uint16, bool) {
 	return [][2]uint16{pts}, true
 }
 
-func portSet(ranges [][2]uint16) keyset {
+func portSet(ranges [][2]uint16) fieldKeys {
 	var vals []uint32
 	for _, r := range ranges {
 		if int(r[1])-int(r[0])+1+len(vals) > maxPortKeys {
-			return keyset{any: true}
+			return fieldKeys{any: true}
 		}
 		for p := int(r[0]); p <= int(r[1]); p++ {
 			vals = append(vals, uint32(p))
 		}
 	}
 	slices.Sort(vals)
-	return keyset{values: slices.Compact(vals)}
+	return fieldKeys{values: slices.Compact(vals)}
 }

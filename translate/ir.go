@@ -114,8 +114,8 @@ type Match struct {
 	ICMP      xtables.ICMPInfo       // MatchICMP
 	State     uint32                 // MatchState: xt_conntrack state bits to accept
 	Conntrack *xtables.ConntrackInfo // MatchConntrack
-	Multiport xtables.MultiportInfo  // MatchMultiport
-	IPRange   xtables.IPRangeInfo    // MatchIPRange
+	Multiport *xtables.MultiportInfo // MatchMultiport
+	IPRange   *xtables.IPRangeInfo   // MatchIPRange
 	Mark      xtables.MarkInfo       // MatchMark
 	PktType   xtables.PktTypeInfo    // MatchPktType
 	Length    xtables.LengthInfo     // MatchLength
@@ -124,16 +124,16 @@ type Match struct {
 	TOS xtables.TOSInfo
 	ECN xtables.ECNInfo // MatchECN
 
-	Limit     xtables.LimitInfo      // MatchLimit
+	Limit     *xtables.LimitInfo     // MatchLimit
 	Hashlimit *xtables.HashlimitInfo // MatchHashlimit
 	AddrType  AddrTypeMatch          // MatchAddrType
-	Owner     xtables.OwnerInfo      // MatchOwner
+	Owner     *xtables.OwnerInfo     // MatchOwner
 	MAC       MACMatch               // MatchMAC
 	Rt        *xtables.RtInfo        // MatchRt
-	Frag      xtables.FragInfo       // MatchFrag
-	Opts      OptsMatch              // MatchOpts
+	Frag      *xtables.FragInfo      // MatchFrag
+	Opts      *OptsMatch             // MatchOpts
 	IPv6Hdr   xtables.IPv6HeaderInfo
-	AH6       xtables.AH6Info     // MatchAH6
+	AH6       *xtables.AH6Info    // MatchAH6
 	SPI       SPIMatch            // MatchSPI
 	TCPMSS    xtables.TCPMSSInfo  // MatchTCPMSS
 	SCTP      *xtables.SCTPInfo   // MatchSCTP

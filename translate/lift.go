@@ -269,7 +269,7 @@ func liftMatch(f xtables.Family, m *xtables.Match) (Match, error) {
 		return liftConntrack(f, info), okOrUndecoded(ok)
 	case m.Name == "multiport":
 		info, ok := infoOf[xtables.MultiportInfo](m.Info)
-		return Match{Kind: MatchMultiport, Multiport: info}, okOrUndecoded(ok)
+		return Match{Kind: MatchMultiport, Multiport: &info}, okOrUndecoded(ok)
 	case m.Name == "iprange":
 		info, ok := infoOf[xtables.IPRangeInfo](m.Info)
 		if f == xtables.IPv4 { // iprange_mt4 reads .ip alone
@@ -277,7 +277,7 @@ func liftMatch(f xtables.Family, m *xtables.Match) (Match, error) {
 				clear(a[4:])
 			}
 		}
-		return Match{Kind: MatchIPRange, IPRange: info}, okOrUndecoded(ok)
+		return Match{Kind: MatchIPRange, IPRange: &info}, okOrUndecoded(ok)
 	case m.Name == "mark":
 		info, ok := infoOf[xtables.MarkInfo](m.Info)
 		return Match{Kind: MatchMark, Mark: info}, okOrUndecoded(ok)
@@ -309,7 +309,7 @@ func liftMatch(f xtables.Family, m *xtables.Match) (Match, error) {
 		return liftAddrType(f, m.Info)
 	case m.Name == "owner":
 		info, ok := infoOf[xtables.OwnerInfo](m.Info)
-		return Match{Kind: MatchOwner, Owner: info}, okOrUndecoded(ok)
+		return Match{Kind: MatchOwner, Owner: &info}, okOrUndecoded(ok)
 	case m.Name == "mac":
 		info, ok := infoOf[xtables.MACInfo](m.Info)
 		return liftMAC(info), okOrUndecoded(ok)
@@ -335,20 +335,20 @@ func liftHdr(f xtables.Family, m *xtables.Match) (Match, error) {
 		return Match{Kind: MatchRt, Rt: &info}, okOrUndecoded(ok)
 	case m.Name == "frag" && v6:
 		info, ok := infoOf[xtables.FragInfo](m.Info)
-		return Match{Kind: MatchFrag, Frag: info}, okOrUndecoded(ok)
+		return Match{Kind: MatchFrag, Frag: &info}, okOrUndecoded(ok)
 	case (m.Name == "hbh" || m.Name == "dst") && v6:
 		info, ok := infoOf[xtables.OptsInfo](m.Info)
 		hdr := uint8(nextHdrHop)
 		if m.Name == "dst" {
 			hdr = nextHdrDest
 		}
-		return Match{Kind: MatchOpts, Opts: OptsMatch{Info: info, Header: hdr}}, okOrUndecoded(ok)
+		return Match{Kind: MatchOpts, Opts: &OptsMatch{Info: info, Header: hdr}}, okOrUndecoded(ok)
 	case m.Name == "ipv6header" && v6:
 		info, ok := infoOf[xtables.IPv6HeaderInfo](m.Info)
 		return Match{Kind: MatchIPv6Header, IPv6Hdr: info}, okOrUndecoded(ok)
 	case m.Name == "ah" && v6:
 		info, ok := infoOf[xtables.AH6Info](m.Info)
-		return Match{Kind: MatchAH6, AH6: info}, okOrUndecoded(ok)
+		return Match{Kind: MatchAH6, AH6: &info}, okOrUndecoded(ok)
 	case m.Name == "ah":
 		// struct ip_auth_hdr is 12 bytes, the SPI at 4.
 		info, ok := infoOf[xtables.AHInfo](m.Info)

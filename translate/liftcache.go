@@ -21,7 +21,7 @@ func LiftCached(t *xtables.Table, refs []*xtables.CachedEntry) (*Table, error) {
 type lifted struct {
 	ip      IPMatch
 	matches []Match
-	keys    *[numFields]keyset
+	keys    *keyset
 }
 
 // cachedMatches is matches, taken from the entry's cache record when it
@@ -46,13 +46,13 @@ func (l *lifter) cachedMatches(c *Chain, r *Rule, e *xtables.Entry) error {
 
 // ruleKeys is what r requires of each indexed field. It is shared with
 // the entry cache: the caller does not change it.
-func ruleKeys(f xtables.Family, r *Rule) *[numFields]keyset {
+func ruleKeys(f xtables.Family, r *Rule) *keyset {
 	if r.lifted != nil && r.lifted.keys != nil {
 		return r.lifted.keys
 	}
-	ks := new([numFields]keyset)
+	ks := new(keyset)
 	for fld := FieldSrc; fld < numFields; fld++ {
-		ks[fld] = keysOf(f, fld, r)
+		ks.set(fld, keysOf(f, fld, r))
 	}
 	if r.lifted != nil {
 		r.lifted.keys = ks

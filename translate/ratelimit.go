@@ -17,7 +17,7 @@ func liftRate(m *xtables.Match) (Match, error) {
 	}
 	if m.Name == "limit" {
 		info, ok := infoOf[xtables.LimitInfo](m.Info)
-		return Match{Kind: MatchLimit, Limit: info}, okOrUndecoded(ok)
+		return Match{Kind: MatchLimit, Limit: &info}, okOrUndecoded(ok)
 	}
 	info, ok := infoOf[xtables.HashlimitInfo](m.Info)
 	return Match{Kind: MatchHashlimit, Hashlimit: &info}, okOrUndecoded(ok)

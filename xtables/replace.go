@@ -9,10 +9,6 @@ import "golang.org/x/sys/unix"
 // entries found (translate_table's EINVAL) and not kept: Encode writes
 // the number of entries.
 func DecodeReplace(f Family, b []byte) (*Replace, error) {
-	return decodeReplace(f, b, func(blob []byte) ([]Entry, error) { return DecodeEntries(f, blob) })
-}
-
-func decodeReplace(f Family, b []byte, decode func([]byte) ([]Entry, error)) (*Replace, error) {
 	if len(b) < replaceSize {
 		return nil, errorf(unix.EINVAL, "replace: %d bytes, header needs %d", len(b), replaceSize)
 	}
@@ -30,7 +26,7 @@ func decodeReplace(f Family, b []byte, decode func([]byte) ([]Entry, error)) (*R
 	if uint64(numEntries) > maxTableSize/4 {
 		return nil, errorf(unix.ENOMEM, "replace: %d entries is more than the kernel can index", numEntries)
 	}
-	entries, err := decode(b[replaceSize : replaceSize+int(r.Size)])
+	entries, err := DecodeEntries(f, b[replaceSize:replaceSize+int(r.Size)])
 	if err != nil {
 		return nil, err
 	}
