@@ -292,7 +292,7 @@ func (x *chainIndex) addPart(fld Field, base uint32, rules []*Rule, sets []*keys
 		x.prefixes = slices.Grow(x.prefixes, len(lists))
 		x.prefixSpans = slices.Grow(x.prefixSpans, len(lists))
 		x.cands = slices.Grow(x.cands, total(lists))
-		for _, k := range layoutOrder(lists, comparePrefixes) {
+		for _, k := range layoutOrder(lists, base, len(rules), comparePrefixes) {
 			x.prefixSpans = append(x.prefixSpans, x.span(lists[k], base))
 			k.Field = fld
 			x.prefixes = append(x.prefixes, k)
@@ -306,7 +306,7 @@ func (x *chainIndex) addPart(fld Field, base uint32, rules []*Rule, sets []*keys
 	x.values = slices.Grow(x.values, len(lists))
 	x.valueSpans = slices.Grow(x.valueSpans, len(lists))
 	x.cands = slices.Grow(x.cands, total(lists))
-	for _, v := range layoutOrder(lists, cmp.Compare[uint32]) {
+	for _, v := range layoutOrder(lists, base, len(rules), cmp.Compare[uint32]) {
 		x.values = append(x.values, ValueKey{Field: fld, Value: v})
 		x.valueSpans = append(x.valueSpans, x.span(lists[v], base))
 	}
@@ -316,25 +316,28 @@ func (x *chainIndex) addPart(fld Field, base uint32, rules []*Rule, sets []*keys
 // layoutOrder is the order the lists go into Cands: by their first rule,
 // so that the same table always gets the same layout, and a table that
 // differs by a rule differs in the lists from that rule on, not in all
-// of them. The data plane rewrites only what changed.
-func layoutOrder[K comparable](lists map[K][]uint32, compare func(a, b K) int) []K {
-	type first struct {
-		rule uint32
-		key  K
+// of them. The data plane rewrites only what changed. First rules are
+// positions in the chain of n rules from base, so the lists are bucketed
+// by them (a counting sort) and only keys sharing a first rule compared.
+func layoutOrder[K comparable](lists map[K][]uint32, base uint32, n int, compare func(a, b K) int) []K {
+	start := make([]int, n+1)
+	for _, l := range lists {
+		start[l[0]-base+1]++
 	}
-	order := make([]first, 0, len(lists))
+	for i := range n {
+		start[i+1] += start[i]
+	}
+	keys := make([]K, len(lists))
+	next := slices.Clone(start[:n])
 	for k, l := range lists {
-		order = append(order, first{l[0], k})
+		r := l[0] - base
+		keys[next[r]] = k
+		next[r]++
 	}
-	slices.SortFunc(order, func(a, b first) int {
-		if c := cmp.Compare(a.rule, b.rule); c != 0 {
-			return c
+	for r := range n {
+		if start[r+1]-start[r] > 1 {
+			slices.SortFunc(keys[start[r]:start[r+1]], compare)
 		}
-		return compare(a.key, b.key)
-	})
-	keys := make([]K, len(order))
-	for i := range order {
-		keys[i] = order[i].key
 	}
 	return keys
 }
@@ -368,17 +371,26 @@ func total[K comparable](lists map[K][]uint32) int {
 // address then lists every rule whose address test the packet passes.
 func prefixLists(rules []*Rule, sets []*keyset, fld Field, idx []int) map[PrefixKey][]uint32 {
 	own := make(map[PrefixKey][]uint32, len(idx))
-	lens := map[int]bool{}
+	var lens []int
 	for _, i := range idx {
 		k := sets[i].field(fld).prefix
 		own[k] = append(own[k], uint32(rules[i].Index))
-		lens[k.Bits] = true
+		if !slices.Contains(lens, k.Bits) {
+			lens = append(lens, k.Bits)
+		}
 	}
+	slices.Sort(lens)
 	out := make(map[PrefixKey][]uint32, len(own))
-	for k := range own {
-		var l []uint32
-		for n := range lens {
-			if n <= k.Bits {
+	for k, l := range own {
+		// A prefix of the shortest length holds no shorter one: its own
+		// list, in rule order as idx is, is the whole of it.
+		if k.Bits == lens[0] {
+			out[k] = l
+			continue
+		}
+		l = slices.Clone(l)
+		for _, n := range lens {
+			if n < k.Bits {
 				l = append(l, own[PrefixKey{Bits: n, Addr: masked(k.Addr, n)}]...)
 			}
 		}
